@@ -19,7 +19,8 @@ from .video_io import DynVFXError
 
 # %% auto #0
 __all__ = ['DTYPES', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER', 'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone',
-           'load_pipeline', 'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
+           'load_pipeline', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox',
+           'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/02_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -202,11 +203,9 @@ def load_pipeline(model_id: str | Path, dtype: torch.dtype = torch.bfloat16, rev
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DynVFXError(f"model.model_id: cannot load {source!r} ({first[:200]}); check the id, your network or HF_HOME cache, or give a local folder") from None
 
-def load_backbone(settings: ModelSettings | None = None, **overrides) -> CogVideoXBackbone:
-    "Load the backbone the settings describe (model, dtype, device, offload, VAE tiling/slicing, compile)."
-    settings = (settings or ModelSettings()).model_copy(update=overrides)
+def configure_pipeline(pipe, settings: ModelSettings) -> CogVideoXBackbone:
+    "Apply the settings' device, offload, VAE tiling/slicing and compile to a loaded pipeline; wrap it as a backbone."
     device = resolve_device(settings.device)
-    pipe = load_pipeline(settings.model_id, DTYPES[settings.dtype], settings.revision)
     if settings.cpu_offload == "none": pipe.to(device)
     elif device.type != "cuda": raise DynVFXError("model.cpu_offload: offloading needs a CUDA device; set model.cpu_offload to 'none' on the CPU")
     elif settings.cpu_offload == "model": pipe.enable_model_cpu_offload(device=device)
@@ -216,6 +215,12 @@ def load_backbone(settings: ModelSettings | None = None, **overrides) -> CogVide
     if settings.compile:
         for block in pipe.transformer.transformer_blocks: block.compile(dynamic=False)
     return CogVideoXBackbone(pipe, model_id=str(settings.model_id), device=device)
+
+def load_backbone(settings: ModelSettings | None = None, **overrides) -> CogVideoXBackbone:
+    "Load the backbone the settings describe (model, dtype, device, offload, VAE tiling/slicing, compile)."
+    settings = (settings or ModelSettings()).model_copy(update=overrides)
+    resolve_device(settings.device)  # fail on a missing GPU before loading gigabytes
+    return configure_pipeline(load_pipeline(settings.model_id, DTYPES[settings.dtype], settings.revision), settings)
 
 # %% ../nbs/02_backbone.ipynb #060bdbf1
 TINY_WORDS = ("a an the of in on at to from and with is are its it this that into out over under behind near left right up down "
