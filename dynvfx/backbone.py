@@ -80,6 +80,7 @@ class Backbone(Protocol):
     transformer: torch.nn.Module
     scheduler: Any
     model_id: str
+    revision: str | None
     dtype: torch.dtype
     device: torch.device  # where inputs go (the execution device, also under CPU offload)
 
@@ -94,9 +95,9 @@ class Backbone(Protocol):
 # %% ../nbs/02_backbone.ipynb #44c47445
 class CogVideoXBackbone:
     "A CogVideoX pipeline seen through the `Backbone` interface."
-    def __init__(self, pipe, model_id: str = "", device: torch.device | None = None):
+    def __init__(self, pipe, model_id: str = "", device: torch.device | None = None, revision: str | None = None):
         from diffusers import CogVideoXDDIMScheduler
-        self.pipe, self.model_id = pipe, model_id
+        self.pipe, self.model_id, self.revision = pipe, model_id, revision
         self.transformer, self.vae, self.text_encoder, self.tokenizer = pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer
         self.scheduler = CogVideoXDDIMScheduler.from_config(pipe.scheduler.config)
         self.dtype = self.transformer.dtype
@@ -214,7 +215,7 @@ def configure_pipeline(pipe, settings: ModelSettings) -> CogVideoXBackbone:
     if settings.vae_slicing: pipe.vae.enable_slicing()
     if settings.compile:
         for block in pipe.transformer.transformer_blocks: block.compile(dynamic=False)
-    return CogVideoXBackbone(pipe, model_id=str(settings.model_id), device=device)
+    return CogVideoXBackbone(pipe, model_id=str(settings.model_id), device=device, revision=settings.revision)
 
 def load_backbone(settings: ModelSettings | None = None, **overrides) -> CogVideoXBackbone:
     "Load the backbone the settings describe (model, dtype, device, offload, VAE tiling/slicing, compile)."

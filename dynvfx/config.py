@@ -120,6 +120,8 @@ class AssistantSettings(Section):
     key_frames: Literal["first_middle_last"] | int = "first_middle_last"  # or a number of evenly spread frames
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)     # retries on rate limits, timeouts and server errors
+    max_anchors: int = Field(4, ge=1)     # at most this many anchor objects
+    max_caption_words: int | None = None  # caption length asked for; None: what fits the backbone's text window
 
 # %% ../nbs/01_config.ipynb #df56abf5
 class DynVFXConfig(Section):
