@@ -83,7 +83,7 @@ def extended_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
         out[e, :text_length] = attend(query[e:e + 1, :text_length], key[e:e + 1], value[e:e + 1])[0]
         out[e, text_length:] = attend(query[e:e + 1, text_length:], extended_keys, extended_values)[0]
     others = _other_branches(query.shape[0], e)
-    if query[others].shape[0]: out[others] = attend(query[others], key[others], value[others])
+    if query.shape[0] > 1: out[others] = attend(query[others], key[others], value[others])
     return out
 
 # %% ../nbs/06_anchor_attention.ipynb #fb6e2a73
