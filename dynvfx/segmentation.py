@@ -165,6 +165,7 @@ class Sam3VideoSegmenter:
     def segment(self, pixels: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         "Bool masks (F, H, W) per prompt: the union over key frames of the objects SAM 3 tracks from each."
         _check_pixels(pixels)
+        if not prompts: return {}
         frames = to_uint8_frames(pixels)  # (F, H, W, 3), what the processor takes
         unique = list(dict.fromkeys(prompts))
         masks = {p: torch.zeros(frames.shape[:3], dtype=torch.bool) for p in unique}
