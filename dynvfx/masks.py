@@ -17,20 +17,20 @@ import torch.nn.functional as F
 
 from .backbone import Backbone, TokenGrid
 from .config import MaskSettings
-from .video_io import DynVFXError, read_frames_folder, to_uint8_frames, write_frames, write_mp4
+from .video_io import DynVFXError, read_frames_folder, write_frames, write_mp4
 
-logger = logging.getLogger("dynvfx.masks")
+_logger = logging.getLogger("dynvfx.masks")
 
 # %% auto #0
-__all__ = ['logger', 'Shape', 'PALETTE', 'structuring_element', 'dilate', 'erode', 'open_masks', 'clean_mask',
-           'latent_frame_groups', 'latent_coverage', 'latent_mask_by_area', 'split_in_two', 'latent_mask_by_clustering',
-           'latent_mask', 'token_mask', 'sample_anchor_tokens', 'anchor_token_indices', 'is_empty', 'union_masks',
+__all__ = ['ElementShape', 'PALETTE', 'structuring_element', 'dilate', 'erode', 'open_masks', 'clean_mask', 'latent_frame_groups',
+           'latent_coverage', 'latent_mask_by_area', 'split_in_two', 'latent_mask_by_clustering', 'latent_mask',
+           'token_mask', 'sample_anchor_tokens', 'anchor_token_indices', 'is_empty', 'union_masks',
            'check_anchor_masks', 'safe_object_name', 'overlay_masks', 'save_masks', 'load_masks']
 
 # %% ../nbs/04_masks.ipynb #35d72a3e
-Shape = Literal["square", "disc"]
+ElementShape = Literal["square", "disc"]
 
-def structuring_element(size: int, shape: Shape = "square") -> torch.Tensor:
+def structuring_element(size: int, shape: ElementShape = "square") -> torch.Tensor:
     "A bool (size, size) neighbourhood: a square or a disc; `size` is odd."
     if size < 1 or size % 2 == 0: raise DynVFXError(f"masks.kernel_size: {size} is not an odd number of pixels >= 1; use e.g. 3 or 5")
     if shape == "square": return torch.ones(size, size, dtype=torch.bool)
@@ -46,17 +46,17 @@ def _neighbours(masks: torch.Tensor, element: torch.Tensor) -> tuple[torch.Tenso
     return on, inside
 
 # %% ../nbs/04_masks.ipynb #61bb8e94
-def dilate(masks: torch.Tensor, size: int = 5, shape: Shape = "square") -> torch.Tensor:
+def dilate(masks: torch.Tensor, size: int = 5, shape: ElementShape = "square") -> torch.Tensor:
     "Masks (F, H, W) grown by the neighbourhood: on where any neighbour is on."
     on, _ = _neighbours(masks, structuring_element(size, shape))
     return on > 0.5
 
-def erode(masks: torch.Tensor, size: int = 5, shape: Shape = "square") -> torch.Tensor:
+def erode(masks: torch.Tensor, size: int = 5, shape: ElementShape = "square") -> torch.Tensor:
     "Masks (F, H, W) shrunk by the neighbourhood: on where every neighbour inside the frame is on."
     on, inside = _neighbours(masks, structuring_element(size, shape))
     return on > inside - 0.5
 
-def open_masks(masks: torch.Tensor, size: int = 5, shape: Shape = "square") -> torch.Tensor:
+def open_masks(masks: torch.Tensor, size: int = 5, shape: ElementShape = "square") -> torch.Tensor:
     "Morphological opening (erosion, then dilation): removes specks smaller than the neighbourhood."
     return dilate(erode(masks, size, shape), size, shape)
 
@@ -169,7 +169,7 @@ def check_anchor_masks(masks: dict[str, torch.Tensor]) -> str | None:
         names = ", ".join(repr(n) for n in masks) or "none given"
         message = f"no anchor object was found in the source video ({names}): running without object anchors"
     else: message = f"anchor objects not found in the source video: {', '.join(repr(n) for n in missing)}; anchoring on the others"
-    logger.warning(message)
+    _logger.warning(message)
     return message
 
 # %% ../nbs/04_masks.ipynb #fda43836
