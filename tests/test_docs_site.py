@@ -131,3 +131,13 @@ def test_every_notebook_has_a_page_in_the_sidebar(site):
     index = (out / "index.html").read_text(encoding="utf-8")
     nav = re.search(r'<nav[^>]*site-nav.*?</nav>', index, flags=re.S).group(0)
     assert re.findall(r'href="([^"]+)"', nav)[1:] == [page.name for page in pages.values()]  # after the site name, in file order
+
+
+def test_a_failing_notebook_fails_the_build_with_its_name(tmp_path):
+    import nbformat
+    notebook = tmp_path / "07_broken.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Broken\n\n> fails on purpose"),
+                                                   nbformat.v4.new_code_cell("answer = 42"),
+                                                   nbformat.v4.new_code_cell("answer / 0")]), notebook)
+    with pytest.raises(build_docs.NotebookError, match=r"07_broken\.ipynb, cell #3 \('answer / 0'\) failed"):
+        build_docs.build_page(notebook)

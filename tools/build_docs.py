@@ -108,7 +108,8 @@ def execution_key(notebook: Path, flags: set[str]) -> str:
 
 
 def _cache_path(notebook: Path, cache: Path) -> Path:
-    return cache / notebook.relative_to(NBS).with_suffix(".json")
+    if notebook.is_relative_to(NBS): return cache / notebook.relative_to(NBS).with_suffix(".json")
+    return cache / "_elsewhere" / f"{hashlib.sha1(str(notebook).encode()).hexdigest()[:12]}_{notebook.stem}.json"
 
 
 def with_show_docs(nb):
@@ -121,7 +122,7 @@ def with_show_docs(nb):
 
 def execute_notebook(notebook: Path, flags: set[str] | None = None, cache: Path | None = CACHE):
     "Run a notebook's cells (and its `show_doc` cards) in a fresh shell in its folder; raises `NotebookError`."
-    from execnb.nbio import _dict2obj, read_nb
+    from execnb.nbio import _dict2obj, dict2nb, nb2dict, read_nb
     from execnb.shell import CaptureShell
     from fastcore.xtras import working_directory
 
@@ -146,6 +147,7 @@ def execute_notebook(notebook: Path, flags: set[str] | None = None, cache: Path 
                 raise NotebookError(f"{notebook.name}, {where} ({first_line.strip()[:80]!r}) failed:\n"
                                     f"{shell.prettytb(fname=notebook)}")
     if cache is not None: save_executed(notebook, nb, flags, cache)
+    nb = dict2nb(nb2dict(nb)); nb["path_"] = str(notebook)  # the same structure as a run read back from the cache
     return nb
 
 
@@ -286,8 +288,8 @@ def _is_widget(output) -> bool:
     return "application/vnd.jupyter.widget-view+json" in output.get("data", {})
 
 
-_WIDGET_NOTE = ("<p class=\"widget-note\">An interactive widget goes here when the notebook runs in Jupyter; "
-                "a static site cannot run it (the figures around it show the same data).</p>")
+_WIDGET_NOTE = ("<p class=\"widget-note\">An interactive widget runs here when the notebook runs in Jupyter; "
+                "this static page cannot run it.</p>")
 
 
 def _count_media(outputs: list) -> tuple[int, int]:
@@ -365,7 +367,7 @@ def build_page(notebook: str | Path, force: bool = False) -> Page:
     try: processed = process_notebook(nb)
     except Exception as e:  # name the notebook: nbdev's processors do not
         raise NotebookError(f"{notebook.name}: nbdev's docs processing failed: {type(e).__name__}: {e}") from None
-    return notebook_page(processed, notebook)
+    return notebook_page(processed, notebook, NBS if notebook.is_relative_to(NBS) else notebook.parent)
 
 
 # ---------------------------------------------------------------- rendering with nbconvert
@@ -545,8 +547,8 @@ def build_pages(notebooks: list[Path] | None = None, workers: int | None = None,
 
     def keep(notebook, build):
         try: pages[notebook] = build()
-        except NotebookError as e: failures.append(str(e))
-        except Exception as e: failures.append(f"{notebook.name}: {type(e).__name__}: {e}")
+        except Exception as e:  # a worker's NotebookError is build_docs.NotebookError, also when this runs as __main__
+            failures.append(str(e) if type(e).__name__ == "NotebookError" else f"{notebook.name}: {type(e).__name__}: {e}")
 
     if to_run:
         workers = max(1, min(workers or os.cpu_count() or 1, len(to_run)))
