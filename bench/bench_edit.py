@@ -1,0 +1,300 @@
+"""End-to-end benchmark of the default DynVFX edit at CogVideoX-5B scale (random weights), against the reference's cost.
+
+The default edit (49 frames 720x480, 250-step inversion grid up to t=899, six passes = 190 denoising steps, anchors
+in t in [619, 899], SAM 3 after every pass) runs through dynvfx's own pipeline on a CogVideoX-5B-shaped pipeline with
+random bf16 weights (transformer, VAE, T5-XXL-shaped encoder) and a full-size SAM 3 with random weights. Random SAM 3
+finds nothing real: its thresholds are set to 0 and at most 4 objects are tracked, so that it does the work of a real
+segmentation (detection on 5 key frames, tracking both ways).
+
+Parts, so that the edit fits in the device's 10-minute calls (the pipeline resumes from its saved passes):
+  --part probe      forward timings: stock vs our processors, batch 1/2/3, eager vs torch.compile'd blocks
+  --part edit       build, invert (resumable cache), run up to --passes-now new passes; call again to go on
+  --part reference  the reference's step pattern timed in the same process: a batch-2 anchored forward written the
+                    authors' way (per-frame gather loop, separate text/video attention calls) plus a batch-1 forward;
+                    a batch-1 forward (its inversion step), VAE encode and decode
+  --part memory     the 24 GB settings (model CPU offload, VAE tiling and slicing) on a short edit: peak memory
+  --part report     combine the JSON files in --workdir into the table (ours vs the reference rebuilt)
+
+  python bench/bench_edit.py --part edit --smoke --workdir /tmp/bench-edit   # tiny, on the CPU (checks the script)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
+from bench_anchor_attention import COGVIDEOX_5B, SMOKE, moving_object, time_cases  # noqa: E402
+from dynvfx.assistant import EditProtocol  # noqa: E402
+from dynvfx.backbone import COGVIDEOX_5B_SCHEDULER, configure_pipeline, tiny_tokenizer  # noqa: E402
+from dynvfx.config import DynVFXConfig, ModelSettings  # noqa: E402
+from dynvfx.video_io import Clip  # noqa: E402
+
+T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)
+T5_SMOKE = dict(d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, feed_forward_proj="gated-gelu", relative_attention_num_buckets=8)
+VAE_SMOKE = dict(block_out_channels=(8, 8, 8), latent_channels=4, norm_num_groups=2, layers_per_block=1,
+                 down_block_types=("CogVideoXDownBlock3D",) * 3, up_block_types=("CogVideoXUpBlock3D",) * 3)
+
+
+def build_pipeline(smoke: bool, device: torch.device, dtype: torch.dtype):
+    "A CogVideoX pipeline of 5B shapes (or tiny) with seeded random weights, built directly on `device`."
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformer = CogVideoXTransformer3DModel(**(SMOKE if smoke else COGVIDEOX_5B)).to(dtype).eval()
+        vae = AutoencoderKLCogVideoX(**(VAE_SMOKE if smoke else {})).to(dtype).eval()
+        text_encoder = T5EncoderModel(T5Config(vocab_size=32128, **(T5_SMOKE if smoke else T5_XXL))).to(dtype).eval()
+    return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                             scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_5B_SCHEDULER))
+
+
+def build_sam3(smoke: bool, folder: Path, device: torch.device, dtype: torch.dtype, num_key_frames: int = 5):
+    "SAM 3 with random weights at full size (or tiny), saved and loaded through the segmenter's own loader."
+    from dynvfx.segmentation import Sam3VideoSegmenter, _save_tiny_processor, _tiny_clip_tokenizer, tiny_sam3_video
+    if not (folder / "config.json").exists():
+        if smoke: tiny_sam3_video(folder)
+        else:
+            from transformers import Sam3VideoConfig, Sam3VideoModel
+            torch.manual_seed(0)
+            config = Sam3VideoConfig(score_threshold_detection=0.0, new_det_thresh=0.0, max_num_objects=4)
+            with torch.device(device): model = Sam3VideoModel(config).to(dtype)
+            model.save_pretrained(folder); tokenizer = _tiny_clip_tokenizer(); tokenizer.save_pretrained(folder)
+            _save_tiny_processor(tokenizer, config.image_size, folder)
+            del model
+    return Sam3VideoSegmenter(str(folder), device=device, dtype=dtype, num_key_frames=num_key_frames, score_threshold=0.0, progress=False)
+
+
+def edit_inputs(smoke: bool):
+    "The clip (smooth random textures, seeded), its anchor masks (~20% of the frame, moving) and the protocol."
+    frames, height, width = (9, 32, 48) if smoke else (49, 480, 720)
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(frames, 3, height // 16, width // 16, generator=generator)
+    pixels = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+    masks = torch.zeros(frames, height, width, dtype=torch.bool)
+    box_h, box_w = int(height * 0.45), int(width * 0.45)
+    for f in range(frames):
+        left = round((width - box_w) * f / max(1, frames - 1)); masks[f, (height - box_h) // 2:(height + box_h) // 2, left:left + box_w] = True
+    protocol = EditProtocol(instruction="add a dog", source_caption="a box slides across a colourful wall", anchors=["box"],
+                            target_caption="a dog jumps over a box that slides across a colourful wall", new_object="dog")
+    return Clip(pixels, fps=8.0), {"box": masks}, protocol
+
+
+def edit_config(smoke: bool, workdir: Path, device: str, backend: str, compile: bool, **sections) -> DynVFXConfig:
+    "The default edit's settings (or a tiny schedule for --smoke)."
+    config = DynVFXConfig(output_path=workdir / "run", latents_path=workdir / "reference_latents",
+                          model=dict(model_id="random-cogvideox-5b", device=device, attention_backend=backend, compile=compile,
+                                     dtype="float32" if smoke else "bfloat16"),
+                          segmentation=dict(model_id=str(workdir / "sam3"), score_threshold=0.0), **sections)
+    if smoke:
+        config = config.model_copy(update=dict(
+            video=config.video.model_copy(update=dict(num_frames=9, height=32, width=48)),
+            inversion=config.inversion.model_copy(update=dict(steps=20)), sampling=config.sampling.model_copy(update=dict(steps=10)),
+            refinement=config.refinement.model_copy(update=dict(pass_timesteps=[899, 699])),
+            anchors=config.anchors.model_copy(update=dict(window=(599, 899)))))
+    return config
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda": torch.cuda.synchronize()
+
+
+def part_edit(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "Build, invert (resumable), then run up to --passes-now new passes of the default edit."
+    from dynvfx.inversion import invert_clip
+    from dynvfx.pipeline import DynVFXPipeline
+    started = time.perf_counter()
+    config = edit_config(args.smoke, args.workdir, str(device), args.backend, args.compile)
+    clip, masks, protocol = edit_inputs(args.smoke)
+    backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
+    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype)
+    synchronize(device); build_s = time.perf_counter() - started
+    pipeline = DynVFXPipeline(backbone, segmenter, config)
+    t = time.perf_counter()
+    reference = invert_clip(backbone, clip.pixels, config.inversion, config.reference_latents_dir, sampling_steps=config.sampling.steps,
+                            max_timestep=max(pipeline.schedule.source_timesteps), progress=not args.quiet)
+    synchronize(device); inversion_s = time.perf_counter() - t
+    result = pipeline(clip, protocol, masks, reference, run_dir=config.run_dir, progress=not args.quiet, max_new_passes=args.passes_now)
+    synchronize(device)
+    return dict(build_s=build_s, inversion_s=inversion_s, edit_times_s=result.times, passes_done=result.passes_done, complete=result.complete,
+                steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps,
+                peak_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None)
+
+
+class ReferenceStyleAttnProcessor:
+    """The authors' attention step pattern, written here for timing only: batch [conditional, source]; every call draws
+    an object and a background pattern, gathers the source keys and values frame by frame (a Python loop with one
+    nonzero per latent frame), attends the conditional text queries and video queries in separate calls, and the
+    source branch in a third. A batch of 1 (the unconditional forward) attends as usual."""
+    def __init__(self, object_tokens: torch.Tensor, anchor_keep_rate: float = 0.7, background_keep_rate: float = 0.05):
+        self.object_tokens, self.keep, self.background = object_tokens, anchor_keep_rate, background_keep_rate
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
+        from diffusers.models.embeddings import apply_rotary_emb
+        text_length = encoder_hidden_states.size(1)
+        hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        batch = hidden_states.shape[0]
+        query, key, value = (proj(hidden_states).unflatten(-1, (attn.heads, -1)).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        if image_rotary_emb is not None:
+            query[:, :, text_length:] = apply_rotary_emb(query[:, :, text_length:], image_rotary_emb)
+            key[:, :, text_length:] = apply_rotary_emb(key[:, :, text_length:], image_rotary_emb)
+        if batch == 2:
+            frames, gh, gw = self.object_tokens.shape
+            keep = torch.rand(gh, gw, device=query.device) < self.keep
+            background = torch.rand(gh, gw, device=query.device) < self.background
+            anchors = torch.where(self.object_tokens, keep, background)
+            source_key = key[1, :, text_length:].unflatten(1, (frames, gh, gw))
+            source_value = value[1, :, text_length:].unflatten(1, (frames, gh, gw))
+            keys, values = [key[0]], [value[0]]
+            for f in range(frames):
+                rows, cols = anchors[f].nonzero(as_tuple=True)
+                keys.append(source_key[:, f, rows, cols]); values.append(source_value[:, f, rows, cols])
+            extended_key, extended_value = torch.cat(keys, dim=1)[None], torch.cat(values, dim=1)[None]
+            text = F.scaled_dot_product_attention(query[:1, :, :text_length], extended_key, extended_value)
+            video = F.scaled_dot_product_attention(query[:1, :, text_length:], extended_key, extended_value)
+            source = F.scaled_dot_product_attention(query[1:], key[1:], value[1:])
+            hidden_states = torch.cat([torch.cat([text, video], dim=2), source])
+        else: hidden_states = F.scaled_dot_product_attention(query, key, value)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.transpose(1, 2).flatten(2)))
+        return hidden_states[:, text_length:], hidden_states[:, :text_length]
+
+
+def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "The reference's per-step and per-stage costs, timed in this process on the same model."
+    config = edit_config(args.smoke, args.workdir, str(device), args.backend, False)
+    clip, masks, protocol = edit_inputs(args.smoke)
+    backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
+    grid = backbone.token_grid(clip.num_frames, *clip.size)
+    transformer = backbone.transformer
+    latents = torch.randn(1, *grid.latent_shape, device=device, dtype=dtype)
+    embeds = backbone.encode_prompt([protocol.target_caption, protocol.source_caption, ""])
+    rotary = backbone.rotary_embedding(grid)
+    object_tokens = moving_object(grid, 0.2).to(device)
+    stock = dict(transformer.attn_processors)
+    reference = {name: ReferenceStyleAttnProcessor(object_tokens) for name in stock}
+
+    def forward(batch, processors):
+        def run():
+            transformer.set_attn_processor(dict(processors))  # set_attn_processor empties the dict it gets
+            backbone.predict(latents.expand(batch, -1, -1, -1, -1), 899, embeds[:batch], rotary)
+            transformer.set_attn_processor(dict(stock))
+        return run
+    nothing = lambda: __import__("contextlib").nullcontext()
+    timings = time_cases({"batch_1": (nothing, forward(1, stock)), "reference_anchored_batch_2": (nothing, forward(2, reference)),
+                          "batch_2": (nothing, forward(2, stock))}, warmup=1, repeats=args.repeats, device=device)
+    pixels = clip.pixels
+    vae = time_cases({"vae_encode": (nothing, lambda: backbone.encode_video(pixels)),
+                      "vae_decode": (nothing, lambda: backbone.decode_latents(latents))}, warmup=1, repeats=max(2, args.repeats // 2), device=device)
+    return {name: value["median_s"] for name, value in {**timings, **vae}.items()}
+
+
+def part_probe(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "Forward timings with our processors installed (inactive and active), eager and with compiled blocks."
+    from dynvfx.anchor_attention import AnchorController, anchor_extended_attention
+    config = edit_config(args.smoke, args.workdir, str(device), args.backend, False)
+    clip, _, protocol = edit_inputs(args.smoke)
+    backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
+    grid = backbone.token_grid(clip.num_frames, *clip.size)
+    latents = torch.randn(1, *grid.latent_shape, device=device, dtype=dtype)
+    embeds = backbone.encode_prompt([protocol.target_caption, "", protocol.source_caption])
+    rotary = backbone.rotary_embedding(grid)
+    controller = AnchorController.from_settings(config.anchors, moving_object(grid, 0.2).to(device), seed=0, attention_backend=args.backend)
+    nothing = lambda: __import__("contextlib").nullcontext()
+
+    def step(batch, timestep):
+        def run():
+            controller.begin_step(timestep)
+            backbone.predict(latents.expand(batch, -1, -1, -1, -1), timestep, embeds[:batch], rotary)
+        return run
+    results = {}
+    with anchor_extended_attention(backbone.transformer, controller, "all"):
+        eager = time_cases({"ours_inactive_2": (nothing, step(2, 19)), "ours_active_3": (nothing, step(3, 899))}, warmup=1, repeats=args.repeats, device=device)
+        results.update({f"eager_{k}": v["median_s"] for k, v in eager.items()})
+        for block in backbone.transformer.transformer_blocks: block.compile(dynamic=False)
+        t = time.perf_counter(); step(2, 19)(); synchronize(device); results["compile_first_call_2_s"] = time.perf_counter() - t
+        t = time.perf_counter(); step(3, 899)(); synchronize(device); results["compile_first_call_3_s"] = time.perf_counter() - t
+        compiled = time_cases({"ours_inactive_2": (nothing, step(2, 19)), "ours_active_3": (nothing, step(3, 899))}, warmup=2, repeats=args.repeats, device=device)
+        results.update({f"compiled_{k}": v["median_s"] for k, v in compiled.items()})
+    return results
+
+
+def part_memory(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "Peak GPU memory of a short edit with the 24 GB settings: model CPU offload, VAE tiling and slicing."
+    from dynvfx.inversion import invert_clip
+    from dynvfx.pipeline import DynVFXPipeline
+    config = edit_config(args.smoke, args.workdir / "memory", str(device), args.backend, False)
+    config = config.model_copy(update=dict(inversion=config.inversion.model_copy(update=dict(steps=config.sampling.steps)),
+                                           refinement=config.refinement.model_copy(update=dict(pass_timesteps=[699 if args.smoke else 639]))))
+    offload = "model" if device.type == "cuda" else "none"  # --smoke on the CPU checks the rest of the script
+    config = config.model_copy(update={"model": config.model.model_copy(update=dict(cpu_offload=offload, vae_tiling=True, vae_slicing=True))})
+    clip, masks, protocol = edit_inputs(args.smoke)
+    pipe = build_pipeline(args.smoke, device, dtype).to("cpu")
+    if device.type == "cuda": torch.cuda.empty_cache()
+    backbone = configure_pipeline(pipe, config.model)
+    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, num_key_frames=1)
+    if device.type == "cuda": torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    pipeline = DynVFXPipeline(backbone, segmenter, config)
+    reference = invert_clip(backbone, clip.pixels, config.inversion, config.reference_latents_dir, sampling_steps=config.sampling.steps,
+                            max_timestep=max(pipeline.schedule.source_timesteps), progress=not args.quiet)
+    result = pipeline(clip, protocol, masks, reference, run_dir=config.run_dir, progress=not args.quiet)
+    synchronize(device)
+    return dict(seconds=time.perf_counter() - t, steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps,
+                peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+                peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30 if device.type == "cuda" else None, edit_times_s=result.times)
+
+
+def report(workdir: Path) -> dict:
+    "Our default edit's wall time by stage against the reference's cost rebuilt from the same machine's timings."
+    parts = sorted(workdir.glob("edit_*.json"))
+    edits = [json.loads(p.read_text()) for p in parts]
+    reference = json.loads((workdir / "reference.json").read_text())
+    ours = {"inversion": edits[0]["inversion_s"]}
+    for edit in edits:
+        for stage, seconds in edit["edit_times_s"].items(): ours[stage] = ours.get(stage, 0.0) + seconds
+    ours_total = sum(ours.values())
+    segmentation_per_pass = ours.get("segmentation", 0.0) / edits[-1]["passes_done"]
+    steps, passes = edits[-1]["steps"], edits[-1]["passes_done"]
+    rebuilt = {"inversion (250 x batch-1 forward)": 250 * reference["batch_1"],
+               f"sampling ({steps} x (anchored batch-2 + batch-1))": steps * (reference["reference_anchored_batch_2"] + reference["batch_1"]),
+               f"VAE (1 encode, {passes + 1} decodes)": reference["vae_encode"] + (passes + 1) * reference["vae_decode"],
+               f"segmentation and mask to latents ({passes} x ours)": passes * segmentation_per_pass}
+    reference_total = sum(rebuilt.values())
+    return dict(ours_s=ours, ours_total_s=ours_total, reference_s=rebuilt, reference_total_s=reference_total, ratio=ours_total / reference_total,
+                reference_step_s=reference["reference_anchored_batch_2"] + reference["batch_1"], forward_timings=reference)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("probe", "edit", "reference", "memory", "report"), required=True)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".devrun" / "bench-edit", help="kept between calls: caches, passes, timings")
+    parser.add_argument("--out", type=Path, default=None, help="folder for a copy of the results")
+    parser.add_argument("--passes-now", type=int, default=None, help="--part edit: at most this many new passes in this call")
+    parser.add_argument("--backend", default="sdpa"); parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3); parser.add_argument("--smoke", action="store_true"); parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    if args.part == "report": results = report(args.workdir)
+    else:
+        results = dict(probe=part_probe, edit=part_edit, reference=part_reference, memory=part_memory)[args.part](args, device, dtype)
+        results["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    name = {"edit": f"edit_{len(list(args.workdir.glob('edit_*.json'))):02d}"}.get(args.part, args.part)
+    text = json.dumps(results, indent=2, default=str)
+    (args.workdir / f"{name}.json").write_text(text)
+    if args.out: args.out.mkdir(parents=True, exist_ok=True); (args.out / f"{name}.json").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
