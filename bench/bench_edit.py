@@ -8,6 +8,7 @@ segmentation (detection on 5 key frames, tracking both ways).
 
 Parts, so that the edit fits in the device's 10-minute calls (the pipeline resumes from its saved passes):
   --part probe      forward timings: stock vs our processors, batch 1/2/3, eager vs torch.compile'd blocks
+  --part sam3       one segmentation by the full-size SAM 3 (its time, and which processor ran)
   --part edit       build, invert (resumable cache), run up to --passes-now new passes; call again to go on
   --part reference  the reference's step pattern timed in the same process: a batch-2 anchored forward written the
                     authors' way (per-frame gather loop, separate text/video attention calls) plus a batch-1 forward;
@@ -253,6 +254,15 @@ def part_memory(args, device: torch.device, dtype: torch.dtype) -> dict:
                 peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30 if device.type == "cuda" else None, edit_times_s=result.times)
 
 
+def part_sam3(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "One segmentation of the clip by the full-size SAM 3 (5 key frames, tracked both ways): its time and what it found."
+    clip, _, protocol = edit_inputs(args.smoke)
+    t = time.perf_counter(); segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype); synchronize(device); build_s = time.perf_counter() - t
+    processor = type(segmenter.processor).__name__
+    t = time.perf_counter(); masks = segmenter.segment(clip.pixels, [protocol.new_object]); synchronize(device)
+    return dict(build_s=build_s, segment_s=time.perf_counter() - t, processor=processor, mask_share=masks[protocol.new_object].float().mean().item())
+
+
 def report(workdir: Path) -> dict:
     "Our default edit's wall time by stage against the reference's cost rebuilt from the same machine's timings."
     parts = sorted(workdir.glob("edit_*.json"))
@@ -275,7 +285,7 @@ def report(workdir: Path) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("probe", "edit", "reference", "memory", "report"), required=True)
+    parser.add_argument("--part", choices=("probe", "sam3", "edit", "reference", "memory", "report"), required=True)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".devrun" / "bench-edit", help="kept between calls: caches, passes, timings")
     parser.add_argument("--out", type=Path, default=None, help="folder for a copy of the results")
     parser.add_argument("--passes-now", type=int, default=None, help="--part edit: at most this many new passes in this call")
@@ -287,7 +297,7 @@ def main(argv=None):
     dtype = torch.float32 if args.smoke else torch.bfloat16
     if args.part == "report": results = report(args.workdir)
     else:
-        results = dict(probe=part_probe, edit=part_edit, reference=part_reference, memory=part_memory)[args.part](args, device, dtype)
+        results = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, reference=part_reference, memory=part_memory)[args.part](args, device, dtype)
         results["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     name = {"edit": f"edit_{len(list(args.workdir.glob('edit_*.json'))):02d}"}.get(args.part, args.part)
     text = json.dumps(results, indent=2, default=str)

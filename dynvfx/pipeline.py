@@ -113,6 +113,8 @@ class EditResult:
     target_mask: torch.Tensor      # the new object's pixel mask (F, H, W) from the last pass that found it
     latent_target_mask: torch.Tensor
     times: dict[str, float] = field(default_factory=dict)
+    passes_done: int = 0           # passes finished (run now or resumed)
+    complete: bool = True          # False when `max_new_passes` stopped the run early (no final decode then)
 
 # %% ../nbs/08_pipeline.ipynb #64e7e53f
 class DynVFXPipeline:
@@ -244,8 +246,9 @@ class PassStore:
 
 # %% ../nbs/08_pipeline.ipynb #52a8e223
 def _call(self: DynVFXPipeline, clip: Clip, protocol: EditProtocol, source_masks: dict[str, torch.Tensor],
-          reference_latents: ReferenceLatents, run_dir: str | Path | None = None, progress: bool = True) -> EditResult:
-    "Run the DynVFX edit; with `run_dir`, save every pass there and resume from saved ones."
+          reference_latents: ReferenceLatents, run_dir: str | Path | None = None, progress: bool = True,
+          max_new_passes: int | None = None) -> EditResult:
+    "Run the DynVFX edit; with `run_dir`, save every pass there and resume from saved ones (at most `max_new_passes` new ones)."
     config, backbone = self.config, self.backbone
     grid = check_inputs(config, clip, protocol, source_masks, reference_latents, backbone, self.schedule)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -258,12 +261,15 @@ def _call(self: DynVFXPipeline, clip: Clip, protocol: EditProtocol, source_masks
     residual = torch.zeros_like(original)
     target = torch.zeros(grid.num_frames, grid.height, grid.width, dtype=torch.bool)
     latent_target = torch.zeros(grid.latent_frames, grid.latent_height, grid.latent_width, dtype=torch.bool)
+    new_passes, passes_done = 0, 0
     with anchor_extended_attention(backbone.transformer, controller, config.anchors.layers) if controller else _nothing():
         for index, start in enumerate(self.schedule.pass_starts):
+            if max_new_passes is not None and new_passes >= max_new_passes and store.load(index) is None: break
             saved = store.load(index)
             if saved is not None:
                 residual, target, latent_target = saved["residual"].to(original.device), saved["target_mask"], saved["latent_target_mask"]
                 log.event(f"pass {index + 1}: resumed from {store.path(index).name}", pass_index=index, resumed=True)
+                passes_done += 1
                 continue
             with log.stage("sampling"):
                 updated = self.denoise_pass(original + residual, start, index, embeds, rotary, controller, reference_latents, progress)
@@ -275,11 +281,15 @@ def _call(self: DynVFXPipeline, clip: Clip, protocol: EditProtocol, source_masks
                 target, latent_target = mask, latent
                 residual = torch.where(latent[None, :, None].to(original.device), updated - original, torch.zeros_like(original))
             store.save(index, start, residual, target, latent_target)
+            new_passes, passes_done = new_passes + 1, passes_done + 1
             if run_dir and config.refinement.save_intermediates:
                 with log.stage("intermediates"): self.write_intermediates(run_dir / "passes", index, original + residual, regenerated, mask)
-    latents = original + residual
-    with log.stage("vae decode"): pixels = backbone.decode_latents(latents.to(backbone.dtype))
-    return EditResult(latents=latents.cpu(), pixels=pixels, residual=residual.cpu(), target_mask=target, latent_target_mask=latent_target, times=dict(log.times))
+    latents, complete = original + residual, passes_done == len(self.schedule.pass_starts)
+    pixels = None
+    if complete:
+        with log.stage("vae decode"): pixels = backbone.decode_latents(latents.to(backbone.dtype))
+    return EditResult(latents=latents.cpu(), pixels=pixels, residual=residual.cpu(), target_mask=target, latent_target_mask=latent_target,
+                      times=dict(log.times), passes_done=passes_done, complete=complete)
 
 @contextmanager
 def _nothing(): yield
