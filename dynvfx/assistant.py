@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'MAX_OBJECT_NAME', 'PROMPTS_VERSION', 'PROTOCOL_FILE', 'PLAN_PROMPT', 'EXTRACT_PROMPT', 'DEFAULT_CAPTION_WORDS',
-           'OPENAI_BASE_URL', 'LOCAL_HOSTS', 'LOCAL_PLACEHOLDER_KEY', 'object_name_problem', 'safe_object_name',
+           'OPENAI_BASE_URL', 'LOCAL_HOSTS', 'LOCAL_PLACEHOLDER_KEY', 'object_name_problem', 'repair_object_name',
            'ConversationTurn', 'EditProtocol', 'save_protocol', 'load_protocol', 'Instruction', 'render_prompt',
            'ScenePlan', 'SceneObjects', 'key_frame_indices', 'frame_data_url', 'caption_word_budget', 'caption_fits',
            'read_dotenv', 'server_label', 'Connection', 'resolve_connection', 'make_client', 'Reply', 'chat_completion',
@@ -60,7 +60,7 @@ def object_name_problem(name: Any) -> str | None:
     return None
 
 # %% ../nbs/07_assistant.ipynb #261b2042
-def safe_object_name(name: str, source: str = "object name") -> str:
+def repair_object_name(name: str, source: str = "object name") -> str:
     "`name` repaired into a safe object name (see `object_name_problem`); DynVFXError if nothing usable is left."
     text = unicodedata.normalize("NFC", str(name))
     text = "".join(" " if c in _FORBIDDEN_CHARACTERS or _is_control(c) else c for c in text)
@@ -83,7 +83,7 @@ class ConversationTurn(BaseModel):
 def _now() -> datetime: return datetime.now(timezone.utc).replace(microsecond=0)
 
 def _suggested_name(name: Any) -> str:
-    try: return safe_object_name(name)
+    try: return repair_object_name(name)
     except DynVFXError: return "dog"
 
 # %% ../nbs/07_assistant.ipynb #28029cab
@@ -515,11 +515,11 @@ def _captions(client, settings, images, instruction, source_caption, target_capt
 
 def _object_names(objects: SceneObjects, max_anchors: int) -> tuple[list[str], str]:
     "The extract call's names made safe: (anchors, new object)."
-    try: new_object = safe_object_name(objects.new_object)
+    try: new_object = repair_object_name(objects.new_object)
     except DynVFXError: raise DynVFXError(f"assistant: the model named the new object {objects.new_object!r}, which has no usable characters; run again, or use a stronger model") from None
     anchors = {}
     for name in objects.anchors:
-        try: name = safe_object_name(name)
+        try: name = repair_object_name(name)
         except DynVFXError: continue
         if name.casefold() != new_object.casefold(): anchors.setdefault(name.casefold(), name)
     return list(anchors.values())[:max_anchors], new_object
@@ -531,11 +531,12 @@ def plan_edit(clip_pixels: torch.Tensor,          # the clip as the model will e
               source_caption: str | None = None,  # the user's captions replace the model's
               target_caption: str | None = None,
               *, client: openai.OpenAI | None = None,  # default: `make_client(settings)`
-              max_caption_words: int = DEFAULT_CAPTION_WORDS, max_anchors: int = 4,
               count_tokens: Callable[[str], int] | None = None, text_length: int | None = None,  # optional caption check
              ) -> EditProtocol:
     "Ask the VLM to plan the edit: captions, conversation, anchors and the new object's name."
     settings = settings or AssistantSettings()
+    max_anchors = settings.max_anchors
+    max_caption_words = settings.max_caption_words or (caption_word_budget(text_length) if text_length else DEFAULT_CAPTION_WORDS)
     if not instruction or not instruction.strip(): raise DynVFXError("new_content: is empty; write what to add to the video, e.g. 'a puppy peeks out of the box'")
     if clip_pixels.ndim != 4 or clip_pixels.shape[1] != 3: raise ValueError(f"expected (F, 3, H, W) pixels, got {tuple(clip_pixels.shape)}")
     client = client or make_client(settings)

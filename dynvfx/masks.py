@@ -5,18 +5,69 @@
 # %% ../nbs/04_masks.ipynb #3cd20963
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
+from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbone import TokenGrid
-from .video_io import DynVFXError
+from .backbone import Backbone, TokenGrid
+from .config import MaskSettings
+from .video_io import DynVFXError, read_frames_folder, write_frames, write_mp4
+
+_logger = logging.getLogger("dynvfx.masks")
 
 # %% auto #0
-__all__ = ['latent_frame_groups', 'latent_mask_by_area', 'token_mask', 'sample_anchor_tokens', 'anchor_token_indices',
-           'safe_object_name']
+__all__ = ['ElementShape', 'PALETTE', 'structuring_element', 'dilate', 'erode', 'open_masks', 'clean_mask', 'latent_frame_groups',
+           'latent_coverage', 'latent_mask_by_area', 'split_in_two', 'latent_mask_by_clustering', 'latent_mask',
+           'token_mask', 'sample_anchor_tokens', 'anchor_token_indices', 'is_empty', 'union_masks',
+           'check_anchor_masks', 'safe_object_name', 'overlay_masks', 'save_masks', 'load_masks']
+
+# %% ../nbs/04_masks.ipynb #35d72a3e
+ElementShape = Literal["square", "disc"]
+
+def structuring_element(size: int, shape: ElementShape = "square") -> torch.Tensor:
+    "A bool (size, size) neighbourhood: a square or a disc; `size` is odd."
+    if size < 1 or size % 2 == 0: raise DynVFXError(f"masks.kernel_size: {size} is not an odd number of pixels >= 1; use e.g. 3 or 5")
+    if shape == "square": return torch.ones(size, size, dtype=torch.bool)
+    if shape != "disc": raise ValueError(f"unknown shape {shape!r}; use 'square' or 'disc'")
+    offsets = torch.arange(size) - size // 2
+    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= (size // 2) ** 2
+
+def _neighbours(masks: torch.Tensor, element: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "How many neighbourhood pixels are on, and how many lie inside the frame, for every pixel of (F, H, W) masks."
+    kernel = element.float()[None, None].to(masks.device)
+    on = F.conv2d(masks.float().unsqueeze(1), kernel, padding=element.shape[-1] // 2).squeeze(1)
+    inside = F.conv2d(torch.ones_like(masks[:1], dtype=torch.float).unsqueeze(1), kernel, padding=element.shape[-1] // 2).squeeze(1)
+    return on, inside
+
+# %% ../nbs/04_masks.ipynb #61bb8e94
+def dilate(masks: torch.Tensor, size: int = 5, shape: ElementShape = "square") -> torch.Tensor:
+    "Masks (F, H, W) grown by the neighbourhood: on where any neighbour is on."
+    on, _ = _neighbours(masks, structuring_element(size, shape))
+    return on > 0.5
+
+def erode(masks: torch.Tensor, size: int = 5, shape: ElementShape = "square") -> torch.Tensor:
+    "Masks (F, H, W) shrunk by the neighbourhood: on where every neighbour inside the frame is on."
+    on, inside = _neighbours(masks, structuring_element(size, shape))
+    return on > inside - 0.5
+
+def open_masks(masks: torch.Tensor, size: int = 5, shape: ElementShape = "square") -> torch.Tensor:
+    "Morphological opening (erosion, then dilation): removes specks smaller than the neighbourhood."
+    return dilate(erode(masks, size, shape), size, shape)
+
+# %% ../nbs/04_masks.ipynb #1f22acc0
+def clean_mask(masks: torch.Tensor, settings: MaskSettings | None = None) -> torch.Tensor:
+    "Pixel masks (F, H, W) after the opening and erosion that `settings` ask for."
+    settings = settings or MaskSettings()
+    masks = masks.bool()
+    if settings.opening: masks = open_masks(masks, settings.kernel_size)
+    if settings.erosion: masks = erode(masks, settings.kernel_size)
+    return masks
 
 # %% ../nbs/04_masks.ipynb #e91e7933
 def latent_frame_groups(grid: TokenGrid) -> list[range]:
@@ -28,12 +79,52 @@ def _check_pixel_masks(masks: torch.Tensor, grid: TokenGrid, what: str = "mask")
     if masks.ndim != 3 or tuple(masks.shape) != (grid.num_frames, grid.height, grid.width):
         raise DynVFXError(f"{what}: shape {tuple(masks.shape)} does not match the clip ({grid.num_frames} frames of {grid.height}x{grid.width}); make the masks from the same clip and settings")
 
-def latent_mask_by_area(masks: torch.Tensor, grid: TokenGrid, threshold: float = 0.5) -> torch.Tensor:
-    "Pixel masks (F, H, W) -> latent masks (F_lat, h, w): cells covered at least `threshold`."
+def latent_coverage(masks: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+    "The share of each latent cell's pixels (over its pixel frames) that pixel masks (F, H, W) cover: (F_lat, h, w)."
     _check_pixel_masks(masks, grid)
     coverage = F.avg_pool2d(masks.float().unsqueeze(1), grid.vae_spatial).squeeze(1)  # (F, h, w)
-    per_latent = torch.stack([coverage[list(group)].mean(0) for group in latent_frame_groups(grid)])
-    return per_latent >= threshold
+    return torch.stack([coverage[list(group)].mean(0) for group in latent_frame_groups(grid)])
+
+def latent_mask_by_area(masks: torch.Tensor, grid: TokenGrid, threshold: float = 0.5) -> torch.Tensor:
+    "Pixel masks (F, H, W) -> latent masks (F_lat, h, w): cells covered at least `threshold`."
+    return latent_coverage(masks, grid) >= threshold
+
+# %% ../nbs/04_masks.ipynb #0ad14042
+def split_in_two(vectors: torch.Tensor, coverage: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+    "Deterministic 2-means of vectors (N, C) started from the most and least covered ones; True where the object's cluster is."
+    if coverage.max() <= 0: return torch.zeros_like(coverage, dtype=torch.bool)
+    if coverage.min() >= 1: return torch.ones_like(coverage, dtype=torch.bool)
+    vectors = vectors.double()
+    most, least = coverage >= coverage.max(), coverage <= coverage.min()
+    centres = torch.stack([vectors[most].mean(0), vectors[least].mean(0)])
+    labels = torch.cdist(vectors, centres).argmin(1)
+    for _ in range(iterations):
+        centres = torch.stack([vectors[labels == k].mean(0) if (labels == k).any() else centres[k] for k in range(2)])
+        new_labels = torch.cdist(vectors, centres).argmin(1)
+        if torch.equal(new_labels, labels): break
+        labels = new_labels
+    mean_coverage = [coverage[labels == k].float().mean() if (labels == k).any() else torch.tensor(-1.0) for k in range(2)]
+    return labels == (0 if mean_coverage[0] >= mean_coverage[1] else 1)
+
+# %% ../nbs/04_masks.ipynb #8d9704f6
+@torch.no_grad()
+def latent_mask_by_clustering(masks: torch.Tensor, backbone: Backbone, grid: TokenGrid) -> torch.Tensor:
+    "Pixel masks (F, H, W) -> latent masks (F_lat, h, w): VAE-encode the mask video and split its latent vectors in two."
+    coverage = latent_coverage(masks, grid)
+    if not masks.any() or masks.all(): return coverage > 0
+    latents = backbone.encode_video(masks.float().unsqueeze(1).expand(-1, 3, -1, -1))[0].float().cpu()  # (F_lat, C, h, w)
+    expected_shape = (grid.latent_frames, grid.latent_channels, grid.latent_height, grid.latent_width)
+    if tuple(latents.shape) != expected_shape: raise ValueError(f"the VAE gave latents {tuple(latents.shape)}, the grid expects {expected_shape}")
+    vectors = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+    return split_in_two(vectors, coverage.reshape(-1)).reshape(coverage.shape)
+
+# %% ../nbs/04_masks.ipynb #4e82b1d4
+def latent_mask(masks: torch.Tensor, grid: TokenGrid, settings: MaskSettings | None = None, backbone: Backbone | None = None) -> torch.Tensor:
+    "Pixel masks (F, H, W) -> latent masks (F_lat, h, w) the way `settings.to_latent` says."
+    settings = settings or MaskSettings()
+    if settings.to_latent == "area": return latent_mask_by_area(masks.bool(), grid, settings.area_threshold)
+    if backbone is None: raise ValueError("masks.to_latent='cluster' needs the backbone (its VAE encodes the mask video)")
+    return latent_mask_by_clustering(masks.bool(), backbone, grid)
 
 # %% ../nbs/04_masks.ipynb #5dfa5098
 def token_mask(latent_mask: torch.Tensor, grid: TokenGrid, min_coverage: float = 0.5) -> torch.Tensor:
@@ -60,6 +151,27 @@ def anchor_token_indices(anchor_tokens: torch.Tensor) -> torch.Tensor:
     "Positions of anchor tokens in the video-token sequence (frame-major, then row, then column)."
     return anchor_tokens.reshape(-1).nonzero().squeeze(1)
 
+# %% ../nbs/04_masks.ipynb #9c39d577
+def is_empty(mask: torch.Tensor) -> bool:
+    "True when a mask (pixels, latents or tokens) has nothing set."
+    return not bool(mask.any())
+
+def union_masks(masks: dict[str, torch.Tensor]) -> torch.Tensor:
+    "The union of several objects' masks of one shape (e.g. all anchor objects)."
+    if not masks: raise ValueError("no masks to unite")
+    return torch.stack([m.bool() for m in masks.values()]).any(0)
+
+def check_anchor_masks(masks: dict[str, torch.Tensor]) -> str | None:
+    "Log a warning and return it when anchor masks are missing or empty; None when every anchor was found."
+    missing = [name for name, mask in masks.items() if is_empty(mask)]
+    if masks and not missing: return None
+    if len(missing) == len(masks):
+        names = ", ".join(repr(n) for n in masks) or "none given"
+        message = f"no anchor object was found in the source video ({names}): running without object anchors"
+    else: message = f"anchor objects not found in the source video: {', '.join(repr(n) for n in missing)}; anchoring on the others"
+    _logger.warning(message)
+    return message
+
 # %% ../nbs/04_masks.ipynb #fda43836
 def safe_object_name(name: str, field: str = "object name") -> str:
     "A plain folder name for an object name; refuses path separators, '..' and empty or control-character names."
@@ -70,3 +182,47 @@ def safe_object_name(name: str, field: str = "object name") -> str:
     folder = "_".join(words)[:64].strip("._-")
     if not folder: raise DynVFXError(f"{field}: {name!r} has no letters or digits; name objects with plain words, e.g. 'cardboard box'")
     return folder
+
+# %% ../nbs/04_masks.ipynb #35865c2d
+PALETTE = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (80, 220, 120), (220, 90, 255), (0, 220, 220))
+
+def overlay_masks(pixels: torch.Tensor, mask: torch.Tensor, colour: tuple[int, int, int] = PALETTE[0], opacity: float = 0.5) -> torch.Tensor:
+    "The clip (F, C, H, W) with a mask (F, H, W) tinted in `colour`, for looking at."
+    tint = torch.tensor(colour, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1) / 255
+    weight = mask.to(pixels.device, pixels.dtype).unsqueeze(1) * opacity
+    return pixels * (1 - weight) + tint * weight
+
+# %% ../nbs/04_masks.ipynb #27de5e12
+def save_masks(masks: dict[str, torch.Tensor], folder: str | Path, pixels: torch.Tensor, fps: float = 8.0) -> Path:
+    "Write each object's masks (F, H, W) as `folder/<safe name>/00000.png...` plus `folder/<safe name>_overlay.mp4`."
+    folder = Path(folder)
+    names = {name: safe_object_name(name) for name in masks}
+    taken: dict[str, str] = {}
+    for name, safe in names.items():
+        if safe in taken: raise DynVFXError(f"object names {taken[safe]!r} and {name!r} both become the folder {safe!r}; give the objects distinct names")
+        taken[safe] = name
+    for index, (name, mask) in enumerate(masks.items()):
+        if mask.ndim != 3 or tuple(mask.shape) != (pixels.shape[0], *pixels.shape[-2:]):
+            raise ValueError(f"masks of {name!r}: shape {tuple(mask.shape)} does not match the clip {tuple(pixels.shape)}")
+        write_frames(mask.bool().cpu().numpy().astype(np.uint8)[..., None] * 255, folder / names[name])
+        write_mp4(overlay_masks(pixels.cpu(), mask.cpu(), PALETTE[index % len(PALETTE)]), folder / f"{names[name]}_overlay.mp4", fps)
+    return folder
+
+# %% ../nbs/04_masks.ipynb #f996b29c
+def load_masks(folder: str | Path, names: list[str], shape: tuple[int, int, int] | TokenGrid) -> dict[str, torch.Tensor]:
+    "Read each object's masks from `folder/<safe name>/` as bool (F, H, W), checked against the clip's (F, H, W)."
+    folder = Path(folder)
+    num_frames, height, width = (shape.num_frames, shape.height, shape.width) if isinstance(shape, TokenGrid) else shape
+    if not folder.is_dir(): raise DynVFXError(f"{folder}: no masks folder; segment the video first, or set masks_dir to a folder with one sub-folder of PNG frames per object")
+    masks = {}
+    for name in names:
+        object_folder = folder / safe_object_name(name)
+        if not object_folder.is_dir():
+            raise DynVFXError(f"{object_folder}: no masks for object {name!r}; put its frames (00000.png, 00001.png, ...) in this folder or correct the object name")
+        frames = read_frames_folder(object_folder)
+        if len(frames) != num_frames:
+            raise DynVFXError(f"{object_folder}: {len(frames)} mask frames but the clip has {num_frames}; give one mask per frame of the clip as loaded (video.num_frames, video.frame_selection)")
+        if frames.shape[1:3] != (height, width):
+            raise DynVFXError(f"{object_folder}: masks are {frames.shape[2]}x{frames.shape[1]} but the clip is {width}x{height}; export the masks at the clip's size (video.width x video.height)")
+        masks[name] = torch.from_numpy(frames.max(axis=-1) > 127)
+    return masks

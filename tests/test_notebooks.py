@@ -3,46 +3,25 @@
 Cells flagged with a test flag from settings.ini (`tst_flags`, e.g. `#| gpu`, `#| slow`) or `#| eval: false`
 are skipped unless the flag is passed with `--flags`, as `nbdev_test` does. A failure names the notebook, the
 cell number and the cell's first line, and shows the traceback.
+
+The runner is the docs build's (`tools/build_docs.py`), so tests and docs run the same cells; each passing run is
+kept in `_proc/_executed/`, and the docs site test after it renders those outputs instead of running it again.
 """
-import os
-from configparser import ConfigParser
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_docs  # noqa: E402
+
 NBS = ROOT / "nbs"
-NOTEBOOKS = sorted(p for p in NBS.rglob("*.ipynb") if not p.name.startswith("_") and ".ipynb_checkpoints" not in p.parts)
-
-
-def _skip_flags(config) -> set[str]:
-    settings = ConfigParser(delimiters=["="]); settings.read(ROOT / "settings.ini")
-    return set(settings["DEFAULT"].get("tst_flags", "").split()) - set((config.getoption("--flags") or "").split())
+NOTEBOOKS = build_docs.notebook_paths(NBS)  # names starting with `_` (scratch) stay out
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[str(p.relative_to(NBS)) for p in NOTEBOOKS])
 def test_notebook(notebook: Path, request):
-    from execnb.shell import CaptureShell
-    from fastcore.xtras import working_directory
-    from nbdev.frontmatter import FrontmatterProc
-    from nbdev.process import NBProcessor
-
-    flags = _skip_flags(request.config)
-    nb = NBProcessor(notebook, procs=FrontmatterProc, process=True).nb
-
-    def skip(cell):
-        if cell.cell_type != "code": return True
-        if "nbdev_export(" in cell.source: return True
-        directives = getattr(cell, "directives_", {}) or {}
-        if directives.get("eval:", [""])[0].lower() == "false": return True
-        return bool(flags & directives.keys())
-
-    os.environ["IN_TEST"] = "1"
-    shell = CaptureShell(notebook)
-    with working_directory(notebook.parent):
-        for index, cell in enumerate(nb.cells):
-            if skip(cell): continue
-            shell.cell(cell)
-            if shell.exc:
-                first_line = next((l for l in cell.source.splitlines() if l.strip() and not l.startswith("#|")), "")
-                pytest.fail(f"{notebook.name}, cell #{index + 1} ({first_line.strip()[:80]!r}) failed:\n{shell.prettytb(fname=notebook)}", pytrace=False)
+    flags = build_docs.skip_flags(request.config.getoption("--flags") or "")
+    try: build_docs.execute_notebook(notebook, flags)
+    except build_docs.NotebookError as e: pytest.fail(str(e), pytrace=False)
