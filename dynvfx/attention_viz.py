@@ -18,14 +18,15 @@ import torch.nn.functional as F
 from .anchor_attention import AnchorController
 from .backbone import TokenGrid
 from .masks import latent_frame_groups
+from .pipeline import DynVFXPipeline
 from .video_io import DynVFXError, write_mp4
 
 # %% auto #0
 __all__ = ['KeyColumns', 'Branch', 'Correspondence', 'View', 'word_token_positions', 'prompt_words', 'grid_frame_pixels',
            'grid_frame_of_pixels', 'token_point', 'query_chunk_size', 'scaled_logits', 'attention_mass',
-           'attention_rows', 'AttentionRecord', 'select_head', 'AttentionRecorder', 'capture', 'show_word_attention',
-           'show_anchor_share', 'show_correspondence', 'attention_overlay', 'write_attention_video', 'explorer_figure',
-           'attention_explorer']
+           'attention_rows', 'AttentionRecord', 'select_head', 'AttentionRecorder', 'connect_recorder', 'capture',
+           'RecordingPipeline', 'show_word_attention', 'show_anchor_share', 'show_correspondence', 'attention_overlay',
+           'write_attention_video', 'explorer_figure', 'attention_explorer']
 
 # %% ../nbs/09_attention_viz.ipynb #1f970e72
 def word_token_positions(tokenizer, prompt: str, word: str, text_length: int) -> list[int]:
@@ -306,18 +307,44 @@ def _nbytes(self: AttentionRecorder) -> int:
 AttentionRecorder.anchor_share_table, AttentionRecorder.nbytes = _anchor_share_table, _nbytes
 
 # %% ../nbs/09_attention_viz.ipynb #c03bc65a
-@contextlib.contextmanager
-def capture(controller: AnchorController, recorder: AttentionRecorder):
-    "Record attention with `recorder` while the processors driven by `controller` run; restores the previous observer on exit."
+def connect_recorder(controller: AnchorController, recorder: AttentionRecorder) -> Callable | None:
+    "Make `recorder` observe the processors driven by `controller` (after any observer already set); returns that observer."
     previous = controller.observer
     def both(*args):
         previous(*args); recorder(*args)
     controller.observer, recorder.controller = (recorder if previous is None else both), controller
+    return previous
+
+def _warn_unobserved(recorder: AttentionRecorder) -> None:
+    missing = sorted(recorder.select_layers - recorder.seen_layers) if recorder.select_layers and recorder.seen_layers else []
+    if missing: warnings.warn(f"capture: blocks {missing} were never observed; install the anchor processors on them (anchor_extended_attention(..., layers=...) or anchors.layers)")
+
+@contextlib.contextmanager
+def capture(controller: AnchorController, recorder: AttentionRecorder):
+    "Record attention with `recorder` while the processors driven by `controller` run; restores the previous observer on exit."
+    previous = connect_recorder(controller, recorder)
     try: yield recorder
     finally:
         controller.observer = previous
-        missing = sorted(recorder.select_layers - recorder.seen_layers) if recorder.select_layers and recorder.seen_layers else []
-        if missing: warnings.warn(f"capture: blocks {missing} were never observed; install the anchor processors on them (anchor_extended_attention(..., layers=...))")
+        _warn_unobserved(recorder)
+
+# %% ../nbs/09_attention_viz.ipynb #229bc1e1
+class RecordingPipeline(DynVFXPipeline):
+    "A DynVFX pipeline whose anchor processors report to an `AttentionRecorder` while it edits."
+    recorder: AttentionRecorder | None = None
+
+    @classmethod
+    def recording(cls, pipeline: DynVFXPipeline, recorder: AttentionRecorder) -> "RecordingPipeline":
+        "The same backbone, segmenter and settings as `pipeline`, recording with `recorder`."
+        recording = cls(pipeline.backbone, pipeline.segmenter, pipeline.config)
+        recording.recorder = recorder
+        return recording
+
+    def anchor_controller(self, *args, **kwargs) -> AnchorController | None:
+        "The pipeline's controller, connected to the recorder."
+        controller = super().anchor_controller(*args, **kwargs)
+        if controller is not None and self.recorder is not None: connect_recorder(controller, self.recorder)
+        return controller
 
 # %% ../nbs/09_attention_viz.ipynb #a8322849
 def _frame_images(pixels: torch.Tensor | None, grid: TokenGrid) -> list:
