@@ -108,6 +108,7 @@ class AnchorController:
     layers: tuple[int, ...] = ()                # extended blocks (set on installation)
     active: bool = False                        # extension active at the current step
     step_index: int = 0                         # `begin_step` calls so far (seeds each step's draw)
+    timestep: int | None = None                 # the timestep of the current step (set by `begin_step`), None before
     anchor_tokens: torch.Tensor | None = None   # bool (len(layers), grid_frames, gh, gw): this step's anchors
     anchor_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> this step's anchor positions
     rotary_cache: tuple | None = field(default=None, init=False, repr=False)  # (cos, sin, complex frequencies or None) of the last table
@@ -168,7 +169,7 @@ AnchorController._step_generator, AnchorController._draw_anchors = _step_generat
 def _begin_step(self: AnchorController, timestep: torch.Tensor | int) -> bool:
     "Start a denoising step at `timestep`: decide whether the extension is active, draw its anchors; returns active."
     t = int(torch.as_tensor(timestep).reshape(-1)[0])
-    self.active = self.mode != "off" and self.window[0] <= t <= self.window[1]
+    self.active, self.timestep = self.mode != "off" and self.window[0] <= t <= self.window[1], t
     self.anchor_indices, self.anchor_tokens = {}, None
     if self.active: self._draw_anchors()
     self.step_index += 1
@@ -176,7 +177,7 @@ def _begin_step(self: AnchorController, timestep: torch.Tensor | int) -> bool:
 
 def _reset(self: AnchorController) -> None:
     "Forget the run: inactive, no anchors, step counter at 0."
-    self.active, self.step_index, self.anchor_indices, self.anchor_tokens = False, 0, {}, None
+    self.active, self.step_index, self.timestep, self.anchor_indices, self.anchor_tokens = False, 0, None, {}, None
 
 @property
 def _branches(self: AnchorController) -> tuple[str, ...]:
