@@ -192,10 +192,14 @@ def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
     nothing = lambda: __import__("contextlib").nullcontext()
     timings = time_cases({"batch_1": (nothing, forward(1, stock)), "reference_anchored_batch_2": (nothing, forward(2, reference)),
                           "batch_2": (nothing, forward(2, stock))}, warmup=1, repeats=args.repeats, device=device)
+    from dynvfx.inversion import inversion_step
+    clean = latents.float()
+    inversion = time_cases({"inversion_step": (nothing, lambda: inversion_step(backbone, clean, 895, 899, embeds[2:3], rotary))},
+                           warmup=1, repeats=args.repeats, device=device)
     pixels = clip.pixels
     vae = time_cases({"vae_encode": (nothing, lambda: backbone.encode_video(pixels)),
                       "vae_decode": (nothing, lambda: backbone.decode_latents(latents))}, warmup=1, repeats=max(2, args.repeats // 2), device=device)
-    return {name: value["median_s"] for name, value in {**timings, **vae}.items()}
+    return {name: value["median_s"] for name, value in {**timings, **inversion, **vae}.items()}
 
 
 def part_probe(args, device: torch.device, dtype: torch.dtype) -> dict:
@@ -255,12 +259,49 @@ def part_memory(args, device: torch.device, dtype: torch.dtype) -> dict:
 
 
 def part_sam3(args, device: torch.device, dtype: torch.dtype) -> dict:
-    "One segmentation of the clip by the full-size SAM 3 (5 key frames, tracked both ways): its time and what it found."
+    "Segmentations of the clip by the full-size SAM 3 (--key-frames key frames, tracked both ways): time, peak memory, what it found."
+    from dynvfx.segmentation import Sam3VideoSegmenter
     clip, _, protocol = edit_inputs(args.smoke)
-    t = time.perf_counter(); segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype); synchronize(device); build_s = time.perf_counter() - t
-    processor = type(segmenter.processor).__name__
-    t = time.perf_counter(); masks = segmenter.segment(clip.pixels, [protocol.new_object]); synchronize(device)
-    return dict(build_s=build_s, segment_s=time.perf_counter() - t, processor=processor, mask_share=masks[protocol.new_object].float().mean().item())
+    t = time.perf_counter(); segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames); synchronize(device)
+    results = dict(build_s=time.perf_counter() - t, processor=type(segmenter.processor).__name__, key_frames=args.key_frames)
+    for offload in (False, True):
+        segmenter._storage = {"video_storage_device": "cpu", "inference_state_device": "cpu"} if offload else {}
+        if device.type == "cuda": torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter(); masks = segmenter.segment(clip.pixels, [protocol.new_object]); synchronize(device)
+        results[f"offload_state={offload}"] = dict(segment_s=time.perf_counter() - t, mask_share=masks[protocol.new_object].float().mean().item(),
+                                                   peak_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None)
+    return results
+
+
+def part_memory_stages(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "Peak GPU memory of each stage under the 24 GB settings (model CPU offload, VAE tiling and slicing)."
+    from dynvfx.anchor_attention import AnchorController, anchor_extended_attention
+    from dynvfx.masks import latent_mask
+    config = edit_config(args.smoke, args.workdir / "memory", str(device), args.backend, False)
+    offload = "model" if device.type == "cuda" else "none"
+    config = config.model_copy(update={"model": config.model.model_copy(update=dict(cpu_offload=offload, vae_tiling=True, vae_slicing=True))})
+    clip, masks, protocol = edit_inputs(args.smoke)
+    pipe = build_pipeline(args.smoke, device, dtype).to("cpu")
+    backbone = configure_pipeline(pipe, config.model)
+    grid = backbone.token_grid(clip.num_frames, *clip.size)
+    peaks = {}
+    def stage(name, run):
+        if device.type == "cuda": torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+        result = run(); synchronize(device)
+        peaks[name] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        return result
+    latents = stage("vae encode", lambda: backbone.encode_video(clip.pixels))
+    embeds = stage("text encoder", lambda: backbone.encode_prompt([protocol.target_caption, "", protocol.source_caption]))
+    rotary = backbone.rotary_embedding(grid)
+    controller = AnchorController.from_settings(config.anchors, moving_object(grid, 0.2).to(device), seed=0)
+    with anchor_extended_attention(backbone.transformer, controller, "all"):
+        controller.begin_step(899); stage("transformer batch 3 (anchors)", lambda: backbone.predict(latents.expand(3, -1, -1, -1, -1), 899, embeds, rotary))
+        controller.begin_step(19); stage("transformer batch 2", lambda: backbone.predict(latents.expand(2, -1, -1, -1, -1), 19, embeds[:2], rotary))
+    pixels = stage("vae decode", lambda: backbone.decode_latents(latents))
+    stage("mask to latents (cluster)", lambda: latent_mask(masks["box"], grid, config.masks, backbone))
+    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, num_key_frames=1)
+    stage("sam3 (1 key frame)", lambda: segmenter.segment(pixels, [protocol.new_object]))
+    return dict(peak_gib=peaks)
 
 
 def report(workdir: Path) -> dict:
@@ -285,9 +326,10 @@ def report(workdir: Path) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("probe", "sam3", "edit", "reference", "memory", "report"), required=True)
+    parser.add_argument("--part", choices=("probe", "sam3", "edit", "reference", "memory", "memory_stages", "report"), required=True)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".devrun" / "bench-edit", help="kept between calls: caches, passes, timings")
     parser.add_argument("--out", type=Path, default=None, help="folder for a copy of the results")
+    parser.add_argument("--key-frames", type=int, default=5, help="--part sam3: key frames of each segmentation")
     parser.add_argument("--passes-now", type=int, default=None, help="--part edit: at most this many new passes in this call")
     parser.add_argument("--backend", default="sdpa"); parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=3); parser.add_argument("--smoke", action="store_true"); parser.add_argument("--quiet", action="store_true")
@@ -297,7 +339,7 @@ def main(argv=None):
     dtype = torch.float32 if args.smoke else torch.bfloat16
     if args.part == "report": results = report(args.workdir)
     else:
-        results = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, reference=part_reference, memory=part_memory)[args.part](args, device, dtype)
+        results = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, reference=part_reference, memory=part_memory, memory_stages=part_memory_stages)[args.part](args, device, dtype)
         results["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     name = {"edit": f"edit_{len(list(args.workdir.glob('edit_*.json'))):02d}"}.get(args.part, args.part)
     text = json.dumps(results, indent=2, default=str)

@@ -109,6 +109,7 @@ class SegmentationSettings(Section):
     model_id: str = "facebook/sam3"       # hub id or local folder of SAM 3 (transformers)
     num_key_frames: int = Field(5, ge=1)  # detect on this many key frames, propagate each, take the union
     score_threshold: float = Field(0.5, ge=0, le=1)  # detection score needed to keep an object
+    offload_state: bool = False           # SAM 3: keep the video frames and tracking state in CPU memory (24 GB cards)
     masks_dir: Path | None = None         # "files": one folder of per-frame PNGs per object
     colour_key: dict[str, tuple[tuple[int, int, int], int]] = {}  # "colour_key": object -> (RGB, tolerance)
 

@@ -99,15 +99,18 @@ class Sam3TorchProcessor:
         from transformers import AutoTokenizer
         return cls(AutoTokenizer.from_pretrained(model_id), image_size, *_sam3_normalisation(model_id))
 
-    def init_video_session(self, video: np.ndarray, inference_device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, **kwargs):
+    def init_video_session(self, video: np.ndarray, inference_device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                           inference_state_device: str | torch.device | None = None, video_storage_device: str | torch.device | None = None, **kwargs):
         "A `Sam3VideoInferenceSession` holding uint8 frames (F, H, W, 3) resized and normalised for the model."
         from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoInferenceSession
-        frames = torch.as_tensor(np.asarray(video)).to(inference_device).permute(0, 3, 1, 2).float() / 255
-        resized = F.interpolate(frames, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        storage = video_storage_device or inference_device
+        frames = torch.as_tensor(np.asarray(video)).permute(0, 3, 1, 2)
+        resized = torch.cat([F.interpolate(chunk.to(inference_device).float() / 255, size=(self.image_size, self.image_size), mode="bilinear",
+                                           align_corners=False, antialias=True).to(storage) for chunk in frames.split(8)])
         mean, std = (torch.tensor(v, device=resized.device).view(1, 3, 1, 1) for v in (self.mean, self.std))
         return Sam3VideoInferenceSession(video=(resized - mean) / std, video_height=frames.shape[2], video_width=frames.shape[3],
-                                         inference_device=inference_device, inference_state_device=inference_device,
-                                         video_storage_device=inference_device, dtype=dtype)
+                                         inference_device=inference_device, inference_state_device=inference_state_device or inference_device,
+                                         video_storage_device=storage, dtype=dtype)
 
     def add_text_prompt(self, inference_session, text: str | list[str]):
         "Add prompts to a session, tokenised to 32 tokens as SAM 3 expects."
@@ -146,7 +149,7 @@ def prompt_masks(inference_session, outputs) -> dict[str, torch.Tensor]:
 class Sam3VideoSegmenter:
     "Text-prompted video segmentation with SAM 3 (`transformers`): detect from key frames, track both ways, unite."
     def __init__(self, model_id: str = "facebook/sam3", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 num_key_frames: int = 5, score_threshold: float = 0.5, progress: bool = True):
+                 num_key_frames: int = 5, score_threshold: float = 0.5, progress: bool = True, offload_state: bool = False):
         from transformers import Sam3VideoModel
         source = str(model_id)
         if Path(source).expanduser().exists():
@@ -161,6 +164,8 @@ class Sam3VideoSegmenter:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DynVFXError(f"segmentation.model_id: cannot load SAM 3 from {source!r} ({first[:200]}); check the id, your network or HF_HOME cache, or give a local folder") from None
         self.device, self.dtype, self.num_key_frames, self.progress = torch.device(device), dtype, num_key_frames, progress
+        # the video frames and the tracking state live in CPU memory when asked (24 GB cards): SAM 3 keeps both for every frame
+        self._storage = {"video_storage_device": "cpu", "inference_state_device": "cpu"} if offload_state else {}
 
     def segment(self, pixels: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         "Bool masks (F, H, W) per prompt: the union over key frames of the objects SAM 3 tracks from each."
@@ -170,7 +175,7 @@ class Sam3VideoSegmenter:
         unique = list(dict.fromkeys(prompts))
         masks = {p: torch.zeros(frames.shape[:3], dtype=torch.bool) for p in unique}
         for key_frame in tqdm(key_frame_indices(len(frames), self.num_key_frames), desc="SAM 3 key frames", disable=not self.progress, leave=False):
-            session = self.processor.init_video_session(video=frames, inference_device=self.device, dtype=self.dtype)
+            session = self.processor.init_video_session(video=frames, inference_device=self.device, dtype=self.dtype, **self._storage)
             self.processor.add_text_prompt(session, unique)
             for reverse in (False, True):
                 if reverse and key_frame == 0: continue
@@ -237,7 +242,7 @@ def make_segmenter(settings: SegmentationSettings | None = None, device: str | t
     settings = settings or SegmentationSettings()
     if settings.backend == "sam3":
         return Sam3VideoSegmenter(settings.model_id, device=device, dtype=dtype, num_key_frames=settings.num_key_frames,
-                                  score_threshold=settings.score_threshold, progress=progress)
+                                  score_threshold=settings.score_threshold, progress=progress, offload_state=settings.offload_state)
     if settings.backend == "files": return FolderMaskSegmenter(settings.masks_dir)
     if settings.backend == "colour_key":
         if not settings.colour_key: raise DynVFXError("segmentation.colour_key: empty; give each object a colour and tolerance, e.g. {'green square': [[0, 255, 0], 40]}")
