@@ -1,0 +1,363 @@
+"""Train dynvfx's toy text-to-video model (issue 11) on scenes from `dynvfx.toy_world`, drawn on the GPU on the fly.
+
+Two phases, each on a wall-clock budget (the schedules are on the fraction of the budget spent, so a slower machine
+trains fewer steps but the same way; the step counts are written to the log):
+
+1. the VAE (`AutoencoderKLCogVideoX`, 4x spatial and 4x temporal compression): mean squared error plus a little L1
+   and a tiny KL term, on latents sampled from the posterior; then its `scaling_factor` is set to 1 / (standard
+   deviation of the latents);
+2. the transformer (`CogVideoXTransformer3DModel`) and the T5 text encoder together: v-prediction with
+   CogVideoX-5B's scheduler (zero terminal SNR), uniform timesteps, 10% empty captions for classifier-free guidance,
+   AdamW with warm-up and cosine decay, an exponential moving average of the weights. Clips are encoded by the
+   frozen VAE into a bank of latents, a slice of which is replaced by fresh clips at every step.
+
+The result is a diffusers CogVideoXPipeline folder in half precision (`--out DIR/toy_model`), evaluated after it is
+saved and loaded back through `dynvfx.backbone.load_backbone`, with `train_log.json` and a model card.
+
+    python bench/train_toy_model.py --out runs/toy              # on a GPU: about 9 minutes
+    python bench/train_toy_model.py --out /tmp/toy --smoke      # on a CPU: a quick check that everything runs
+    python bench/train_toy_model.py --out runs/toy2 --resume data/toy_model --vae-seconds 0   # continue training
+
+The committed data/toy_model was made in two stages on one H100 (see its README.md):
+
+    python bench/train_toy_model.py --out s1 --batch 128 --refresh 32 --refresh-every 1 --ema 0.998 --lr 4e-4 \
+        --warmup 300 --vae-seconds 200 --deadline 530 --eval-reserve 80
+    python bench/train_toy_model.py --out s2 --resume s1/toy_model --decoder-only --vae-seconds 50 --vae-lr 3e-4 \
+        --transformer-seconds 400 --batch 256 --lr 5e-4 --warmup 200 --ema 0.999 --refresh 256 --refresh-every 8 \
+        --deadline 550 --eval-reserve 60
+
+On the lent GPU machine it ran from a copy in .devrun/toyworld/ through bench/run_toy_training.sh.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dynvfx.backbone import CogVideoXBackbone, load_backbone
+from dynvfx.config import ModelSettings
+from dynvfx.toy_world import (EVAL_SEED, TOY_CLIP, TOY_TEXT_LENGTH, VALIDATION_SEED, encode_clips, evaluate_toy_model, generate_clips, render_scenes,
+                              sample_scenes, scene_captions, toy_pipeline, vae_psnr)
+
+STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:6.1f}s] {message}", flush=True)
+
+
+def learning_rate(progress: float, step: int, peak: float, warmup: int, floor: float = 0.05) -> float:
+    "Linear warm-up over `warmup` steps, then cosine decay from `peak` to `floor * peak` as `progress` goes 0 -> 1."
+    return peak * min(1.0, (step + 1) / warmup) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="output folder (toy_model/, train_log.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", type=Path, default=None, help="start from this pipeline folder instead of random weights")
+    parser.add_argument("--deadline", type=float, default=530.0, help="seconds from start by which everything, evaluation included, must be done")
+    parser.add_argument("--vae-seconds", type=float, default=200.0)
+    parser.add_argument("--vae-batch", type=int, default=32)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--vae-l1", type=float, default=0.1)
+    parser.add_argument("--vae-kl", type=float, default=1e-5)
+    parser.add_argument("--transformer-seconds", type=float, default=300.0, help="at most this long (less if the deadline needs it)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--text-dropout", type=float, default=0.1)
+    parser.add_argument("--bank", type=int, default=8192, help="latent clips kept for sampling batches")
+    parser.add_argument("--refresh", type=int, default=256, help="bank clips replaced by fresh ones every --refresh-every steps")
+    parser.add_argument("--refresh-every", type=int, default=8)
+    parser.add_argument("--eval-count", type=int, default=100)
+    parser.add_argument("--validation-count", type=int, default=48)
+    parser.add_argument("--eval-steps", type=int, default=50)
+    parser.add_argument("--eval-reserve", type=float, default=80.0, help="seconds kept for validation, saving and evaluation")
+    parser.add_argument("--decoder-only", action="store_true", help="train only the VAE's decoder (keeps the latent space of a resumed model)")
+    parser.add_argument("--smoke", action="store_true", help="tiny batches and budgets: checks that everything runs, on a CPU")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.vae_seconds, args.vae_batch, args.transformer_seconds, args.batch = min(args.vae_seconds, 6), 2, 8, 4
+        args.bank, args.refresh, args.refresh_every, args.warmup, args.eval_count, args.validation_count, args.eval_steps = 8, 4, 2, 3, 3, 2, 2
+        args.eval_reserve, args.deadline = 0, 10_000
+    return args
+
+
+# -- phase 1: the VAE --------------------------------------------------------------------------------------------
+
+def train_vae(vae, args, device, history: list) -> dict:
+    vae.train().requires_grad_(True)
+    if args.decoder_only: vae.encoder.requires_grad_(False)
+    if args.decoder_only and vae.quant_conv is not None: vae.quant_conv.requires_grad_(False)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=args.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    started, step = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - started) < args.vae_seconds:
+        for group in optimizer.param_groups: group["lr"] = learning_rate(elapsed / args.vae_seconds, step, args.vae_lr, 100)
+        scenes = sample_scenes(args.vae_batch, seed=1_000_000 * (args.seed + 1) + step, split="train", **TOY_CLIP)
+        video = render_scenes(scenes, device).pixels.permute(0, 2, 1, 3, 4) * 2 - 1      # (B, 3, F, H, W) in [-1, 1]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            posterior = vae.encode(video).latent_dist
+            latents = posterior.mode() if args.decoder_only else posterior.sample()
+            reconstruction = vae.decode(latents).sample
+        mse = F.mse_loss(reconstruction.float(), video)
+        l1 = F.l1_loss(reconstruction.float(), video)
+        kl = 0.5 * (posterior.mean.float() ** 2 + posterior.var.float() - 1 - posterior.logvar.float()).mean()
+        loss = mse + args.vae_l1 * l1 + args.vae_kl * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        optimizer.step()
+        if step % 25 == 0:
+            psnr = 10 * math.log10(4 / max(mse.item(), 1e-12))                           # pixels span 2 in [-1, 1]
+            history.append(dict(step=step, seconds=round(elapsed, 1), loss=loss.item(), mse=mse.item(), kl=kl.item(), train_psnr_db=psnr, grad_norm=grad_norm.item()))
+            if step % 100 == 0: log(f"vae step {step}: loss {loss.item():.5f} train PSNR {psnr:.2f} dB kl {kl.item():.3f}")
+        step += 1
+    vae.eval().requires_grad_(False)
+    return dict(steps=step, seconds=time.perf_counter() - started, clips=step * args.vae_batch)
+
+
+@torch.no_grad()
+def set_scaling_factor(pipe, device, seed: int) -> float:
+    "Set the VAE's scaling_factor so that scaled latents of training clips have unit standard deviation."
+    pipe.vae.register_to_config(scaling_factor=1.0)
+    backbone = CogVideoXBackbone(pipe, device=device)
+    pixels = render_scenes(sample_scenes(128, seed=seed, split="train", **TOY_CLIP), device).pixels
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        latents = encode_clips(backbone, pixels, batch_size=32).float()
+    scaling = 1 / latents.std().item()
+    pipe.vae.register_to_config(scaling_factor=scaling)
+    return scaling
+
+
+# -- phase 2: the transformer and the text encoder -------------------------------------------------------------
+
+class LatentBank:
+    "Latents and caption tokens of recent training clips; `refresh` replaces the oldest with fresh ones."
+    def __init__(self, backbone, size: int, seed: int, device):
+        self.backbone, self.size, self.seed, self.device, self.cursor, self.drawn = backbone, size, seed, device, 0, 0
+        grid = backbone.token_grid(**TOY_CLIP)
+        self.latents = torch.zeros(size, *grid.latent_shape, device=device)
+        self.tokens = torch.zeros(size, TOY_TEXT_LENGTH, dtype=torch.long, device=device)
+        self.refresh(size)
+
+    def tokenize(self, captions: list[str]) -> torch.Tensor:
+        return self.backbone.tokenizer(captions, padding="max_length", max_length=TOY_TEXT_LENGTH, truncation=True,
+                                       add_special_tokens=True, return_tensors="pt").input_ids.to(self.device)
+
+    @torch.no_grad()
+    def refresh(self, count: int) -> None:
+        for start in range(0, count, 512):
+            n = min(512, count - start)
+            scenes = sample_scenes(n, seed=2_000_000 * (self.seed + 1) + self.drawn, split="train", **TOY_CLIP)
+            self.drawn += 1
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                latents = encode_clips(self.backbone, render_scenes(scenes, self.device).pixels, batch_size=128).float()
+            index = (self.cursor + torch.arange(n, device=self.device)) % self.size
+            self.latents[index], self.tokens[index] = latents, self.tokenize(scene_captions(scenes))
+            self.cursor = (self.cursor + n) % self.size
+
+
+def train_transformer(pipe, args, device, seconds: float, history: list) -> tuple[dict, list, list]:
+    backbone = CogVideoXBackbone(pipe, device=device)
+    grid = backbone.token_grid(**TOY_CLIP)
+    rotary = backbone.rotary_embedding(grid)
+    alphas_cumprod = backbone.scheduler.alphas_cumprod.to(device, torch.float32)
+    bank = LatentBank(backbone, args.bank, args.seed, device)
+    log(f"latent bank of {args.bank} clips filled; latent std {bank.latents.std().item():.3f}")
+    empty = bank.tokenize([""])
+    modules = [pipe.transformer, pipe.text_encoder]
+    parameters = [p for m in modules for p in m.parameters()]
+    for m in modules: m.train().requires_grad_(True)
+    decay = [p for m in modules for n, p in m.named_parameters() if p.ndim >= 2 and "norm" not in n and "embed" not in n]
+    no_decay = [p for p in parameters if all(p is not q for q in decay)]
+    optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=no_decay, weight_decay=0.0)],
+                                  lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    ema = [p.detach().clone() for p in parameters]
+    started, step = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for group in optimizer.param_groups: group["lr"] = learning_rate(elapsed / seconds, step, args.lr, args.warmup)
+        if step > 0 and step % args.refresh_every == 0: bank.refresh(args.refresh)
+        index = torch.randint(args.bank, (args.batch,), device=device)
+        clean, tokens = bank.latents[index], bank.tokens[index]
+        tokens = torch.where(torch.rand(args.batch, 1, device=device) < args.text_dropout, empty, tokens)
+        timesteps = torch.randint(0, len(alphas_cumprod), (args.batch,), device=device)
+        noise = torch.randn_like(clean)
+        signal = alphas_cumprod[timesteps].sqrt().view(-1, 1, 1, 1, 1)
+        sigma = (1 - alphas_cumprod[timesteps]).sqrt().view(-1, 1, 1, 1, 1)
+        noisy, velocity = signal * clean + sigma * noise, signal * noise - sigma * clean
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            embeds = pipe.text_encoder(tokens)[0]
+            predicted = pipe.transformer(hidden_states=noisy, encoder_hidden_states=embeds, timestep=timesteps,
+                                         image_rotary_emb=rotary, return_dict=False)[0]
+        loss = F.mse_loss(predicted.float(), velocity)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            rate = min(args.ema, (1 + step) / (10 + step))
+            torch._foreach_mul_(ema, rate); torch._foreach_add_(ema, [p.detach() for p in parameters], alpha=1 - rate)
+        if step % 50 == 0:
+            history.append(dict(step=step, seconds=round(elapsed, 1), loss=loss.item(), grad_norm=grad_norm.item(), lr=optimizer.param_groups[0]["lr"]))
+            if step % 250 == 0: log(f"transformer step {step}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
+        step += 1
+    for m in modules: m.eval().requires_grad_(False)
+    return dict(steps=step, seconds=time.perf_counter() - started, clips_seen=step * args.batch,
+                fresh_clips=args.bank + (max(step - 1, 0) // args.refresh_every) * args.refresh), parameters, ema
+
+
+def swap(parameters: list, values: list) -> list:
+    "Put `values` into `parameters`; returns the values they held."
+    held = [p.detach().clone() for p in parameters]
+    with torch.no_grad(): torch._foreach_copy_(parameters, values)
+    return held
+
+
+def adherence_score(result: dict) -> float:
+    rates = result["all_objects"]
+    return rates["colour"] + rates["shape"] + rates["motion"]
+
+
+# -- saving and the model card -----------------------------------------------------------------------------------
+
+def save_pipeline(pipe, folder: Path) -> Path:
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(partial, safe_serialization=True)
+    pipe.to(torch.float32)
+    shutil.rmtree(folder, ignore_errors=True); partial.rename(folder)
+    return folder
+
+
+def folder_megabytes(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def model_card(log_data: dict) -> str:
+    e, v, t = log_data["evaluation"], log_data["vae"], log_data["transformer"]
+    rates = lambda r: f"{r['colour']:.0%} | {r['shape']:.0%} | {r['motion']:.0%} | {r['objects']}"
+    return f"""# dynvfx toy model
+
+A tiny text-to-video model of the CogVideoX architecture, trained from scratch on synthetic scenes of
+`dynvfx.toy_world` (coloured circles, squares, triangles and boxes moving over plain or textured backgrounds,
+captions like "a small green square moves right and a large brown box stays still on a gray background").
+It exists so that the DynVFX demo, the tutorials and the attention maps run on a CPU with a model whose pictures
+mean something. It is a diffusers `CogVideoXPipeline` folder: load it with
+`dynvfx.backbone.load_backbone(ModelSettings(model_id=<this folder>, dtype="float32", device="cpu"))` or
+`dynvfx.toy_world.load_toy_model()`.
+
+## How it was made
+
+- Script: `bench/train_toy_model.py` (seed {log_data['args']['seed']}), on {log_data['device_name']}, torch {log_data['torch']}, diffusers {log_data['diffusers']}.
+- Data: scenes drawn on the fly by `dynvfx.toy_world.sample_scenes(split="train")` (captions whose CRC-32 is divisible by 10 are held out and never trained on), rendered at {TOY_CLIP['num_frames']} frames of {TOY_CLIP['height']}x{TOY_CLIP['width']}.
+- VAE (`AutoencoderKLCogVideoX`, channels 32/64/64, 16 latent channels, 4x spatial and 4x temporal compression): {v['steps']} steps of {log_data['args']['vae_batch']} clips in {v['seconds']:.0f} s; loss MSE + {log_data['args']['vae_l1']} L1 + {log_data['args']['vae_kl']} KL; AdamW, peak learning rate {log_data['args']['vae_lr']}, cosine decay; scaling factor {log_data['scaling_factor']:.4f} (unit standard deviation of the scaled latents).
+- Transformer (`CogVideoXTransformer3DModel`, 8 layers, 4 heads of 64, patch 2, rotary positions, text length {TOY_TEXT_LENGTH}) and text encoder (T5, 2 layers, width 128, word-level tokenizer over `TOY_WORDS`), trained together: {t['steps']} steps of {log_data['args']['batch']} clips in {t['seconds']:.0f} s ({t['fresh_clips']} distinct clips); v-prediction with CogVideoX-5B's scheduler settings (`CogVideoXDDIMScheduler`, zero terminal SNR, trailing spacing), uniform timesteps, {log_data['args']['text_dropout']:.0%} empty captions; AdamW, peak learning rate {log_data['args']['lr']}, {log_data['args']['warmup']} warm-up steps, cosine decay; EMA {log_data['args']['ema']}. Weights kept: {log_data['weights_kept']} (chosen on {log_data['args']['validation_count']} validation captions, seed {VALIDATION_SEED}, not the evaluation captions).
+- Final training losses: VAE {log_data['vae_history'][-1]['loss']:.5f}, transformer {log_data['transformer_history'][-1]['loss']:.4f} (full curves in `train_log.json`).
+- Stored in float16: {log_data['megabytes']:.1f} MB in all.
+{log_data.get('resumed_note', '')}
+## Evaluation
+
+Measured by `dynvfx.toy_world.evaluate_toy_model` on the saved weights loaded back through `load_backbone`
+({e['device']}, float32): {e['captions']} held-out captions (seed {e['seed']}), {e['steps']} DDIM steps, classifier-free
+guidance {e['guidance_scale']}, each clip read back by the colour, shape and motion detectors of `dynvfx.toy_world`.
+
+- VAE reconstruction of {e['captions']} held-out clips: **{e['vae_psnr_db']:.2f} dB** PSNR (target: 32 dB).
+
+| captions | named colour found | named shape | named motion | objects |
+| --- | --- | --- | --- | --- |
+| every object of every caption | {rates(e['all_objects'])} |
+| captions of one object | {rates(e['single_object_captions'])} |
+
+Targets (issue 11): colour 90%, shape 70%, motion 70%.
+{log_data.get('extra_evaluation', '')}"""
+
+
+# -- main -----------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import diffusers
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_data = dict(args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, torch=torch.__version__,
+                    diffusers=diffusers.__version__, device_name=torch.cuda.get_device_name() if device.type == "cuda" else "CPU",
+                    vae_history=[], transformer_history=[])
+    log(f"device {log_data['device_name']}; output {args.out}")
+
+    if args.resume: pipe = load_backbone(ModelSettings(model_id=str(args.resume), dtype="float32", device=str(device))).pipe
+    else: pipe = toy_pipeline(seed=args.seed)
+    pipe.to(device)
+    log_data["parameters"] = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in ("vae", "transformer", "text_encoder")}
+    log(f"parameters {log_data['parameters']}")
+
+    if args.vae_seconds > 0:
+        log_data["vae"] = train_vae(pipe.vae, args, device, log_data["vae_history"])
+        if args.decoder_only: log_data["scaling_factor"] = pipe.vae.config.scaling_factor
+        else: log_data["scaling_factor"] = set_scaling_factor(pipe, device, seed=3_000_000)
+        log(f"vae done: {log_data['vae']}; scaling factor {log_data['scaling_factor']:.4f}")
+        pipe.vae.to(torch.float16).save_pretrained(args.out / "vae_checkpoint"); pipe.vae.to(torch.float32)
+    else:
+        log_data["vae"] = dict(steps=0, seconds=0.0, clips=0)
+        log_data["scaling_factor"] = pipe.vae.config.scaling_factor
+        if args.resume: log_data["resumed_note"] = f"- Continued from {args.resume} (VAE kept as it was)."
+    log_data["vae_history"] = log_data["vae_history"] or [dict(loss=float("nan"))]
+
+    seconds = min(args.transformer_seconds, args.deadline - (time.perf_counter() - STARTED) - args.eval_reserve)
+    log(f"training the transformer for {seconds:.0f} s")
+    log_data["transformer"], parameters, ema = train_transformer(pipe, args, device, seconds, log_data["transformer_history"])
+    log(f"transformer done: {log_data['transformer']}")
+
+    validation = {}
+    for name in ("ema", "raw"):
+        if name == "ema": raw = swap(parameters, ema)
+        else: swap(parameters, raw)
+        backbone = CogVideoXBackbone(pipe, device=device)                      # a fresh prompt cache for these weights
+        validation[name] = evaluate_toy_model(backbone, count=args.validation_count, seed=VALIDATION_SEED, steps=args.eval_steps,
+                                              batch_size=64, vae_count=8, progress=False)
+        validation[name].pop("records")
+        log(f"validation ({name} weights): {validation[name]['all_objects']}")
+    log_data["validation"] = validation
+    log_data["weights_kept"] = max(validation, key=lambda k: adherence_score(validation[k]))
+    if log_data["weights_kept"] == "ema": swap(parameters, ema)
+
+    folder = save_pipeline(pipe, args.out / "toy_model")
+    log_data["megabytes"] = folder_megabytes(folder)
+    log(f"saved {folder} ({log_data['megabytes']:.1f} MB)")
+    loaded = load_backbone(ModelSettings(model_id=str(folder), dtype="float32", device=str(device)))
+    evaluation = evaluate_toy_model(loaded, count=args.eval_count, seed=EVAL_SEED, steps=args.eval_steps, batch_size=64, progress=False)
+    log_data["evaluation_records"] = evaluation.pop("records")
+    log_data["evaluation"] = evaluation
+    log(f"evaluation: VAE {evaluation['vae_psnr_db']:.2f} dB; all objects {evaluation['all_objects']}; single {evaluation['single_object_captions']}")
+    if args.eval_count and not args.smoke:
+        extra = evaluate_toy_model(loaded, count=args.eval_count, seed=EVAL_SEED, steps=args.eval_steps, guidance_scale=3.0,
+                                   batch_size=64, vae_count=8, progress=False)
+        extra.pop("records")
+        log_data["evaluation_guidance_3"] = extra
+        log_data["extra_evaluation"] = (f"\nWith guidance 3 instead of 6 (same captions): colour {extra['all_objects']['colour']:.0%}, "
+                                        f"shape {extra['all_objects']['shape']:.0%}, motion {extra['all_objects']['motion']:.0%} (every object).\n")
+        log(f"evaluation at guidance 3: {extra['all_objects']}")
+    figure_captions = scene_captions(sample_scenes(2 if args.smoke else 16, seed=VALIDATION_SEED + 1, split="heldout", **TOY_CLIP))
+    figure_clips = generate_clips(loaded, figure_captions, seed=VALIDATION_SEED + 1, steps=args.eval_steps, batch_size=64, progress=False)
+    torch.save(dict(captions=figure_captions, clips=(figure_clips * 255).round().to(torch.uint8)), args.out / "figure_clips.pt")
+    log_data["total_seconds"] = time.perf_counter() - STARTED
+    (folder / "README.md").write_text(model_card(log_data))
+    (args.out / "train_log.json").write_text(json.dumps(log_data, indent=1, default=str) + "\n")
+    log(f"done in {log_data['total_seconds']:.0f} s")
+    return log_data
+
+
+if __name__ == "__main__":
+    main()
