@@ -135,7 +135,8 @@ def run_command(command: str, config: DynVFXConfig, redo: Sequence[str] = (), pr
 # %% ../nbs/10_cli.ipynb #9bca5758
 def data_dir() -> Path:
     "The repository's data folder (the demo's clip, model and protocol)."
-    folder = Path(__file__).resolve().parent.parent / "data"
+    import dynvfx
+    folder = Path(dynvfx.__file__).resolve().parent.parent / "data"
     if not folder.is_dir(): raise DynVFXError(f"{folder}: the demo's data folder is missing; install dynvfx from a clone of the repository (pip install -e .)")
     return folder
 
