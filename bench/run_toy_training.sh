@@ -5,7 +5,8 @@
 set -o pipefail
 here=.devrun/toyworld
 if [ -z "$SKIP_WHEELS" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl $here/whl/*.whl || exit 1
+  extra=$(ls $here/whl/*.whl 2>/dev/null)   # wheels missing from .whl (this run: typing_extensions 4.16)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl $extra || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD/$here${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
