@@ -246,24 +246,29 @@ COGVIDEOX_5B_SCHEDULER = dict(beta_schedule="scaled_linear", beta_start=0.00085,
 
 def tiny_cogvideox(seed: int = 0, *, rotary: bool = True, patch_size_t: int | None = None, num_layers: int = 1,
                    heads: int = 2, head_dim: int = 16, latent_channels: int = 4, vae_channels: tuple[int, ...] = (8, 8, 8),
-                   text_dim: int = 16, text_length: int = 16, height: int = 32, width: int = 48, num_frames: int = 9):
-    "A tiny, seeded CogVideoXPipeline built in code (no download); `height`/`width` set its native size."
+                   text_dim: int = 16, text_length: int = 16, height: int = 32, width: int = 48, num_frames: int = 9,
+                   words: tuple[str, ...] = TINY_WORDS, norm_num_groups: int = 2, time_embed_dim: int = 8,
+                   text_layers: int = 1, text_heads: int = 2, text_head_dim: int = 8, text_ff: int = 32,
+                   text_buckets: int = 8, text_max_distance: int = 128):
+    "A small, seeded CogVideoXPipeline built in code (no download); `height`/`width` set its native size."
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer(words)
+    tokenizer.model_max_length = text_length
     spatial = 2 ** (len(vae_channels) - 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKLCogVideoX(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=vae_channels,
                                      down_block_types=("CogVideoXDownBlock3D",) * len(vae_channels), up_block_types=("CogVideoXUpBlock3D",) * len(vae_channels),
-                                     layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4, sample_height=height, sample_width=width)
+                                     layers_per_block=1, norm_num_groups=norm_num_groups, temporal_compression_ratio=4, sample_height=height, sample_width=width)
         transformer = CogVideoXTransformer3DModel(num_attention_heads=heads, attention_head_dim=head_dim, in_channels=latent_channels,
-                                                  out_channels=latent_channels, time_embed_dim=8, text_embed_dim=text_dim, num_layers=num_layers,
+                                                  out_channels=latent_channels, time_embed_dim=time_embed_dim, text_embed_dim=text_dim, num_layers=num_layers,
                                                   sample_width=width // spatial, sample_height=height // spatial, sample_frames=num_frames,
                                                   patch_size=2, patch_size_t=patch_size_t, temporal_compression_ratio=4,
                                                   max_text_seq_length=text_length, use_rotary_positional_embeddings=rotary, norm_eps=1e-5)
-        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=text_dim, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-                                               relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0, eos_token_id=1))
+        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=text_dim, d_kv=text_head_dim, d_ff=text_ff, num_layers=text_layers,
+                                               num_heads=text_heads, relative_attention_num_buckets=text_buckets,
+                                               relative_attention_max_distance=text_max_distance, dropout_rate=0.0, pad_token_id=0, eos_token_id=1))
     return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(),
                              scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_5B_SCHEDULER))
 

@@ -475,28 +475,11 @@ def caption_adherence(pixels: torch.Tensor, scenes: SceneBatch) -> dict:
 def toy_pipeline(seed: int = 0, num_layers: int = 8, heads: int = 4, head_dim: int = 64, vae_channels: tuple[int, ...] = (32, 64, 64),
                  latent_channels: int = 16, text_width: int = 128):
     "The toy model's architecture as an untrained, seeded diffusers CogVideoXPipeline."
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
-    from dynvfx.backbone import COGVIDEOX_5B_SCHEDULER, tiny_tokenizer
-    tokenizer = tiny_tokenizer(TOY_WORDS)
-    tokenizer.model_max_length = TOY_TEXT_LENGTH
-    spatial = 2 ** (len(vae_channels) - 1)
-    height, width, frames = TOY_CLIP["height"], TOY_CLIP["width"], TOY_CLIP["num_frames"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = AutoencoderKLCogVideoX(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=vae_channels,
-                                     down_block_types=("CogVideoXDownBlock3D",) * len(vae_channels), up_block_types=("CogVideoXUpBlock3D",) * len(vae_channels),
-                                     layers_per_block=1, norm_num_groups=16, temporal_compression_ratio=4, sample_height=height, sample_width=width)
-        transformer = CogVideoXTransformer3DModel(num_attention_heads=heads, attention_head_dim=head_dim, in_channels=latent_channels,
-                                                  out_channels=latent_channels, time_embed_dim=128, text_embed_dim=text_width, num_layers=num_layers,
-                                                  sample_width=width // spatial, sample_height=height // spatial, sample_frames=frames,
-                                                  patch_size=2, temporal_compression_ratio=4, max_text_seq_length=TOY_TEXT_LENGTH,
-                                                  use_rotary_positional_embeddings=True, norm_eps=1e-5)
-        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=text_width, d_kv=32, d_ff=4 * text_width, num_layers=2,
-                                               num_heads=text_width // 32, relative_attention_num_buckets=16, relative_attention_max_distance=32,
-                                               dropout_rate=0.0, pad_token_id=0, eos_token_id=1))
-    return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(),
-                             scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_5B_SCHEDULER))
+    from dynvfx.backbone import tiny_cogvideox
+    return tiny_cogvideox(seed, num_layers=num_layers, heads=heads, head_dim=head_dim, latent_channels=latent_channels, vae_channels=vae_channels,
+                          text_dim=text_width, text_length=TOY_TEXT_LENGTH, words=TOY_WORDS, norm_num_groups=16, time_embed_dim=128,
+                          text_layers=2, text_heads=text_width // 32, text_head_dim=32, text_ff=4 * text_width, text_buckets=16,
+                          text_max_distance=32, **TOY_CLIP)
 
 # %% ../nbs/11_toy_world.ipynb #2974ca36
 def toy_model_path() -> Path:
