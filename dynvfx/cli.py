@@ -21,7 +21,7 @@ from .video_io import Clip, DynVFXError, load_clip
 # %% auto #0
 __all__ = ['STAGES', 'EXAMPLES', 'HELP', 'settings_from_args', 'check_output_folder', 'read_clip', 'protocol_file',
            'protocol_stage', 'masks_stage', 'inversion_stage', 'edit_stage', 'run_command', 'data_dir', 'demo_config',
-           'run_demo', 'build_parser', 'format_summary', 'main']
+           'run_demo', 'run_batch', 'build_parser', 'format_summary', 'main']
 
 # %% ../nbs/10_cli.ipynb #67ed8d65
 STAGES = ("protocol", "masks", "inversion", "edit")
@@ -156,6 +156,47 @@ def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = Tr
         save_protocol(load_protocol(data_dir() / "demo_protocol.json"), protocol_file(config))
     return run_command("execute", config, redo, progress)
 
+# %% ../nbs/10_cli.ipynb #4ceb0829
+def _distributed() -> tuple[int, int, int]:
+    "(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+def _job_done(config: DynVFXConfig) -> bool:
+    return any((config.run_dir / f"{command}_summary.json").exists() for command in ("auto", "execute"))
+
+def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides: Sequence[str] = (), progress: bool = True) -> dict:
+    "Run the jobs of `jobs_dir` shared over torchrun's processes; the first process writes `batch_summary.json`."
+    import torch
+    jobs_dir = Path(jobs_dir)
+    if not jobs_dir.is_dir(): raise DynVFXError(f"{jobs_dir}: not a folder of job files; put one settings file (*.yaml) per edit in it")
+    jobs = sorted(jobs_dir.glob("*.yaml"))
+    if not jobs: raise DynVFXError(f"{jobs_dir}: no job files (*.yaml); put one settings file per edit in it")
+    configs = {job.stem: apply_overrides(load_config(job), list(overrides), source="--set") for job in jobs}  # every job is checked first
+    target = Path(output) if output else jobs_dir
+    results_dir = target / ".batch_results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, local_rank = _distributed()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    for index, (name, config) in enumerate(configs.items()):
+        if index % world != rank: continue
+        if torch.cuda.is_available() and config.model.device.startswith("cuda"):
+            config = apply_overrides(config, {"model.device": f"cuda:{local_rank}"}, source="batch")
+        if _job_done(config): continue
+        command = "execute" if protocol_file(config).exists() else "auto"
+        try: result = {"status": "done", "rank": rank, **run_command(command, config, progress=progress)}
+        except DynVFXError as error: result = {"status": "failed", "rank": rank, "error": str(error)}
+        (results_dir / f"{name}.json").write_text(json.dumps(result))
+    if world > 1: torch.distributed.barrier()
+    summary = {}
+    if rank == 0:
+        for name, config in configs.items():
+            path = results_dir / f"{name}.json"
+            summary[name] = json.loads(path.read_text()) if path.exists() else {"status": "done before" if _job_done(config) else "no result"}
+        (target / "batch_summary.json").write_text(json.dumps(summary, indent=2))
+    if world > 1: torch.distributed.destroy_process_group()
+    return summary
+
 # %% ../nbs/10_cli.ipynb #2c81c377
 EXAMPLES = {
     "auto": "dynvfx auto --config user_config.yaml\n  dynvfx auto --video clip.mp4 --new-content 'a puppy peeks out of the box' --output results/box",
@@ -163,10 +204,12 @@ EXAMPLES = {
     "execute": "dynvfx execute --config user_config.yaml    # the edit, from the reviewed protocol",
     "invert": "dynvfx invert --config user_config.yaml --set inversion.steps=250",
     "demo": "dynvfx demo\n  dynvfx demo --output outputs/my-demo --set sampling.seed=2",
+    "batch": "dynvfx batch jobs/\n  torchrun --nproc_per_node=8 --no-python dynvfx batch jobs/   # one process per GPU",
 }
 HELP = {"auto": "plan, segment, invert and edit, in one go", "generate": "plan the edit and segment the anchors, then stop for review",
         "execute": "run the edit from the reviewed protocol", "invert": "make the reference latents only",
-        "demo": "edit the bundled sample clip with the bundled toy model (CPU, offline)"}
+        "demo": "edit the bundled sample clip with the bundled toy model (CPU, offline)",
+        "batch": "run a folder of edits (one settings file each), shared over torchrun's processes"}
 
 class _Parser(argparse.ArgumentParser):
     "argparse, but a usage error is one line (exit code 2)."
@@ -178,10 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dynvfx", description="Add dynamic content to a real video from one sentence (DynVFX).",
                      epilog="examples:\n  " + "\n  ".join(v.splitlines()[0] for v in EXAMPLES.values()), formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in ("auto", "generate", "execute", "invert", "demo"):
+    for name in ("auto", "generate", "execute", "invert", "demo", "batch"):
         sub = commands.add_parser(name, help=HELP[name], description=HELP[name] + ".", epilog=f"example:\n  {EXAMPLES[name]}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name != "demo":
+        if name == "batch": sub.add_argument("jobs", metavar="JOBS", help="folder of settings files (*.yaml), one per edit")
+        if name not in ("demo", "batch"):
             sub.add_argument("--config", metavar="YAML", help="settings file (the authors' user_config.yaml works)")
             sub.add_argument("--video", metavar="PATH", help="frames folder or video file (video_path)")
             sub.add_argument("--new-content", metavar="TEXT", help="what to add (new_content)")
@@ -212,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None: build_parser().print_help(); return 2
         progress = not args.quiet
+        if args.command == "batch":
+            summary = run_batch(args.jobs, args.output, args.set or [], progress)
+            if summary: print(json.dumps({name: job["status"] for name, job in summary.items()}, indent=1))
+            return 0
         if args.command == "demo": summary = run_demo(demo_config(args.output, args.set or []), args.redo, progress)
         else: summary = run_command(args.command, settings_from_args(args), args.redo, progress)
         with open(Path(summary["run_dir"]) / f"{args.command}_summary.json", "w") as f: json.dump(summary, f, indent=2)
