@@ -130,6 +130,7 @@ def run_command(command: str, config: DynVFXConfig, redo: Sequence[str] = (), pr
                "total_s": round(time.perf_counter() - started, 2), "outputs": {k: str(v) for k, v in outputs.items()}}
     if protocol is not None: summary["protocol"] = str(protocol_file(config)) if command != "invert" else None
     if command == "invert": summary["reference_latents"] = str(config.reference_latents_dir)
+    (run_dir / f"{command}_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 # %% ../nbs/10_cli.ipynb #9bca5758
@@ -262,7 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo": summary = run_demo(demo_config(args.output, args.set or []), args.redo, progress)
         else: summary = run_command(args.command, settings_from_args(args), args.redo, progress)
-        with open(Path(summary["run_dir"]) / f"{args.command}_summary.json", "w") as f: json.dump(summary, f, indent=2)
         print(format_summary(summary))
         return 0
     except DynVFXError as error:
