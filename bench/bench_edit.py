@@ -172,14 +172,19 @@ class ReferenceStyleAttnProcessor:
         return hidden_states[:, text_length:], hidden_states[:, :text_length]
 
 
-def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
-    "The reference's per-step and per-stage costs, timed in this process on the same model."
+def forward_inputs(args, device: torch.device, dtype: torch.dtype):
+    "What the forward timings share: the settings, the clip and protocol, the backbone, its token grid and random latents."
     config = edit_config(args.smoke, args.workdir, str(device), args.backend, False)
-    clip, masks, protocol = edit_inputs(args.smoke)
+    clip, _, protocol = edit_inputs(args.smoke)
     backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
     grid = backbone.token_grid(clip.num_frames, *clip.size)
+    return config, clip, protocol, backbone, grid, torch.randn(1, *grid.latent_shape, device=device, dtype=dtype)
+
+
+def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "The reference's per-step and per-stage costs, timed in this process on the same model."
+    config, clip, protocol, backbone, grid, latents = forward_inputs(args, device, dtype)
     transformer = backbone.transformer
-    latents = torch.randn(1, *grid.latent_shape, device=device, dtype=dtype)
     embeds = backbone.encode_prompt([protocol.target_caption, protocol.source_caption, ""])
     rotary = backbone.rotary_embedding(grid)
     object_tokens = moving_object(grid, 0.2).to(device)
@@ -208,11 +213,7 @@ def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
 def part_probe(args, device: torch.device, dtype: torch.dtype) -> dict:
     "Forward timings with our processors installed (inactive and active), eager and with compiled blocks."
     from dynvfx.anchor_attention import AnchorController, anchor_extended_attention
-    config = edit_config(args.smoke, args.workdir, str(device), args.backend, False)
-    clip, _, protocol = edit_inputs(args.smoke)
-    backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
-    grid = backbone.token_grid(clip.num_frames, *clip.size)
-    latents = torch.randn(1, *grid.latent_shape, device=device, dtype=dtype)
+    config, clip, protocol, backbone, grid, latents = forward_inputs(args, device, dtype)
     embeds = backbone.encode_prompt([protocol.target_caption, "", protocol.source_caption])
     rotary = backbone.rotary_embedding(grid)
     controller = AnchorController.from_settings(config.anchors, moving_object(grid, 0.2).to(device), seed=0, attention_backend=args.backend)
