@@ -98,8 +98,18 @@ def _load_models(config: DynVFXConfig, need_backbone: bool, need_segmenter: bool
     device, dtype = (backbone.device, backbone.dtype) if backbone else (resolve_device(config.model.device), DTYPES[config.model.dtype])
     return backbone, make_segmenter(config.segmentation, device=device, dtype=dtype) if need_segmenter else None
 
-def run_command(command: str, config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True, client=None) -> dict:
-    "Run `auto`, `generate`, `execute` or `invert` with validated settings; returns a summary."
+def run_command(command: str, config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True, client=None) -> dict | None:
+    "Run `auto`, `generate`, `execute` or `invert` with validated settings; returns a summary (None in process 1 of a branch split)."
+    from dynvfx.parallel import BranchSplitPipeline, start_branch_split
+    config, split = start_branch_split(config)
+    if split is None: return _run_command(command, config, redo, progress, client)
+    with split:
+        if split.rank == 0: return _run_command(command, config, redo, progress, client, split)
+        if command in ("auto", "execute"): BranchSplitPipeline(_load_models(config, True, False)[0], None, config, split).serve()
+        else: split.receive()  # no edit to share: wait for process 0 to finish
+
+def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progress: bool, client=None, split=None) -> dict:
+    "`run_command` in the process that runs the command."
     from dynvfx.assistant import load_protocol, resolve_connection
     redo = set(STAGES) if "all" in redo else set(redo)
     run_dir, clip = check_output_folder(config), read_clip(config)
@@ -122,8 +132,9 @@ def run_command(command: str, config: DynVFXConfig, redo: Sequence[str] = (), pr
         t = time.perf_counter(); reference = inversion_stage(config, backbone, clip, "inversion" in redo, progress); times["inversion"] = time.perf_counter() - t
     outputs = {}
     if command in ("auto", "execute"):
+        from dynvfx.parallel import BranchSplitPipeline
         from dynvfx.pipeline import DynVFXPipeline
-        pipeline = DynVFXPipeline(backbone, segmenter, config)
+        pipeline = DynVFXPipeline(backbone, segmenter, config) if split is None else BranchSplitPipeline(backbone, segmenter, config, split)
         result, outputs = edit_stage(config, pipeline, clip, protocol, masks, reference, "edit" in redo, progress)
         times.update({f"edit: {k}": v for k, v in result.times.items()})
     summary = {"command": command, "run_dir": str(run_dir), "times_s": {k: round(v, 2) for k, v in times.items()},
@@ -149,25 +160,24 @@ def demo_config(output: str | Path | None = None, overrides: Sequence[str] = ())
     if output is not None: config = apply_overrides(config, {"output_path": str(output)}, source="--output")
     return apply_overrides(config, list(overrides), source="--set")
 
-def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True) -> dict:
+def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True) -> dict | None:
     "The demo: copy the bundled protocol into the run folder, then run 'execute'."
     from dynvfx.assistant import load_protocol, save_protocol
+    from dynvfx.parallel import torchrun_env
     check_output_folder(config)
-    if "protocol" in redo or "all" in redo or not protocol_file(config).exists():
+    helper = config.model.branch_parallel and torchrun_env().rank > 0  # process 1 of a branch split writes nothing
+    if not helper and ("protocol" in redo or "all" in redo or not protocol_file(config).exists()):
         save_protocol(load_protocol(data_dir() / "demo_protocol.json"), protocol_file(config))
     return run_command("execute", config, redo, progress)
 
 # %% ../nbs/10_cli.ipynb #4ceb0829
-def _distributed() -> tuple[int, int, int]:
-    "(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
 def _job_done(config: DynVFXConfig) -> bool:
     return any((config.run_dir / f"{command}_summary.json").exists() for command in ("auto", "execute"))
 
 def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides: Sequence[str] = (), progress: bool = True) -> dict:
     "Run the jobs of `jobs_dir` shared over torchrun's processes; the first process writes `batch_summary.json`."
     import torch
+    from dynvfx.parallel import join_process_group, rank_settings, torchrun_env
     jobs_dir = Path(jobs_dir)
     if not jobs_dir.is_dir(): raise DynVFXError(f"{jobs_dir}: not a folder of job files; put one settings file (*.yaml) per edit in it")
     jobs = sorted(jobs_dir.glob("*.yaml"))
@@ -176,13 +186,12 @@ def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides:
     target = Path(output) if output else jobs_dir
     results_dir = target / ".batch_results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, local_rank = _distributed()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    env = torchrun_env()
+    rank, world, local_rank = env.rank, env.world_size, env.local_rank
+    if world > 1: join_process_group(cuda=torch.cuda.is_available())
     for index, (name, config) in enumerate(configs.items()):
         if index % world != rank: continue
-        if torch.cuda.is_available() and config.model.device.startswith("cuda"):
-            config = apply_overrides(config, {"model.device": f"cuda:{local_rank}"}, source="batch")
+        config = apply_overrides(rank_settings(config, local_rank), {"model.branch_parallel": False}, source="batch")
         if _job_done(config): continue
         command = "execute" if protocol_file(config).exists() else "auto"
         try: result = {"status": "done", "rank": rank, **run_command(command, config, progress=progress)}
@@ -202,7 +211,7 @@ def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides:
 EXAMPLES = {
     "auto": "dynvfx auto --config user_config.yaml\n  dynvfx auto --video clip.mp4 --new-content 'a puppy peeks out of the box' --output results/box",
     "generate": "dynvfx generate --config user_config.yaml   # then review <output>/protocol.json and <output>/masks/",
-    "execute": "dynvfx execute --config user_config.yaml    # the edit, from the reviewed protocol",
+    "execute": "dynvfx execute --config user_config.yaml    # the edit, from the reviewed protocol\n  torchrun --nproc-per-node 2 --no-python dynvfx execute --config user_config.yaml --set model.branch_parallel=true   # one edit on 2 GPUs",
     "invert": "dynvfx invert --config user_config.yaml --set inversion.steps=250",
     "demo": "dynvfx demo\n  dynvfx demo --output outputs/my-demo --set sampling.seed=2",
     "batch": "dynvfx batch jobs/\n  torchrun --nproc_per_node=8 --no-python dynvfx batch jobs/   # one process per GPU",
@@ -263,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo": summary = run_demo(demo_config(args.output, args.set or []), args.redo, progress)
         else: summary = run_command(args.command, settings_from_args(args), args.redo, progress)
-        print(format_summary(summary))
+        if summary is not None: print(format_summary(summary))
         return 0
     except DynVFXError as error:
         print(f"dynvfx: error: {error}", file=sys.stderr)

@@ -35,6 +35,7 @@ class ModelSettings(Section):
     vae_slicing: bool = False             # decode one sample of a batch at a time
     attention_backend: str = "sdpa"       # "sdpa" (PyTorch picks), "cudnn", "flash", "efficient", "math", or a diffusers dispatcher backend ("flash_3", "sage", ...)
     compile: bool = False                 # torch.compile the repeated transformer block
+    branch_parallel: bool = False         # under torchrun with 2 processes: one GPU runs the conditional (and source) branch, the other the unconditional one (12_parallel)
 
 class VideoSettings(Section):
     "How the source clip is brought to the model's frame count and size."

@@ -133,6 +133,18 @@ class DynVFXPipeline:
         return cls(backbone, segmenter, config)
 
 # %% ../nbs/08_pipeline.ipynb #5d31fe27
+def _branch_velocities(self: DynVFXPipeline, latents: torch.Tensor, t: int, active: bool, embeds: dict[str, torch.Tensor],
+                       rotary, reference_latents: ReferenceLatents | None) -> tuple[torch.Tensor, torch.Tensor]:
+    "The conditional and unconditional velocities (1, F_lat, C, h, w) at `t`: one batched forward over the branches this step needs."
+    backbone = self.backbone
+    branches = [latents, latents] + ([reference_latents.load(t, device=backbone.device, dtype=torch.float32)] if active else [])
+    prompt_embeds = torch.cat([embeds["target"], embeds["negative"]] + ([embeds["source"]] if active else []))
+    velocity = backbone.predict(torch.cat(branches).to(backbone.dtype), t, prompt_embeds, rotary)
+    return velocity[0:1], velocity[1:2]
+
+DynVFXPipeline.branch_velocities = _branch_velocities
+
+# %% ../nbs/08_pipeline.ipynb #7f6b7474
 def _pass_seed(seed: int, pass_index: int) -> int: return (seed * 1_000_003 + pass_index * 7919) % (2**63)
 
 @torch.no_grad()
@@ -148,10 +160,8 @@ def _denoise_pass(self: DynVFXPipeline, composite: torch.Tensor, start: int, pas
     if controller is not None: controller.seed = _pass_seed(self.config.sampling.seed, pass_index); controller.reset()
     for t in tqdm(self.schedule.pass_timesteps(start), desc=f"pass {pass_index + 1} (t={start})", disable=not progress, leave=False):
         active = controller is not None and controller.begin_step(t)
-        branches = [latents, latents] + ([reference_latents.load(t, device=backbone.device, dtype=torch.float32)] if active else [])
-        prompt_embeds = torch.cat([embeds["target"], embeds["negative"]] + ([embeds["source"]] if active else []))
-        velocity = backbone.predict(torch.cat(branches).to(backbone.dtype), t, prompt_embeds, rotary)
-        velocity = velocity[1:2] + guidance * (velocity[0:1] - velocity[1:2])
+        conditional, unconditional = self.branch_velocities(latents, t, active, embeds, rotary, reference_latents)
+        velocity = unconditional + guidance * (conditional - unconditional)
         latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
     return latents
 
@@ -208,7 +218,7 @@ def edit_fingerprint(config: DynVFXConfig, clip: Clip, protocol: EditProtocol, s
     "What a saved pass depends on."
     settings = config_dict(config)
     shaping = {k: settings[k] for k in ("model", "video", "sampling", "anchors", "refinement", "masks", "segmentation")}
-    for volatile in ("device", "cpu_offload", "vae_tiling", "vae_slicing", "compile", "attention_backend"): shaping["model"].pop(volatile)
+    for volatile in ("device", "cpu_offload", "vae_tiling", "vae_slicing", "compile", "attention_backend", "branch_parallel"): shaping["model"].pop(volatile)
     masks = [(name, source_masks[name].bool()) for name in sorted(source_masks)]
     return _digest(shaping, clip_hash(clip.pixels), protocol.target_caption, protocol.source_caption, protocol.new_object,
                    [n for n, _ in masks], *[m for _, m in masks], reference_latents.manifest.inputs.model_dump(mode="json"))
