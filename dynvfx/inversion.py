@@ -243,7 +243,7 @@ def _open_or_create(folder: Path, inputs: CacheInputs, if_mismatch: str) -> Refe
     for partial in folder.glob("*.partial"): partial.unlink()  # left by a run that stopped mid-write
     try:
         manifest = _read_manifest(folder)
-        if manifest is not None: check_cache_inputs(manifest.inputs, inputs, folder, "use another cache folder, delete it, or rebuild it (if_mismatch='rebuild')")
+        if manifest is not None: check_cache_inputs(manifest.inputs, inputs, folder, "use another cache folder, delete it, or rebuild it (if_mismatch='rebuild' in Python, --redo inversion on the command line)")
     except DynVFXError:
         if if_mismatch != "rebuild": raise
         manifest = None
