@@ -50,22 +50,16 @@ class StepTimes:
                     total_s=sum(self.active) + sum(self.inactive))
 
 
-class TimedPipeline(DynVFXPipeline):
-    "The one-GPU pipeline, its steps timed."
+class TimedSteps:
+    "Times each step's `branch_velocities` (in a split, process 0's time includes waiting for process 1's half)."
     times: StepTimes
 
-    def branch_velocities(self, latents, t, active, embeds, rotary, reference_latents):
-        return self.times.timed(lambda: super(TimedPipeline, self).branch_velocities(latents, t, active, embeds, rotary, reference_latents),
-                                self.backbone.device, active)
+    def branch_velocities(self, latents, t, active, *rest):
+        return self.times.timed(lambda: super(TimedSteps, self).branch_velocities(latents, t, active, *rest), self.backbone.device, active)
 
 
-class TimedSplitPipeline(BranchSplitPipeline):
-    "The split pipeline, its steps timed (in process 0 the time includes waiting for process 1's half)."
-    times: StepTimes
-
-    def branch_velocities(self, latents, t, active, embeds, rotary, reference_latents):
-        return self.times.timed(lambda: super(TimedSplitPipeline, self).branch_velocities(latents, t, active, embeds, rotary, reference_latents),
-                                self.backbone.device, active)
+class TimedPipeline(TimedSteps, DynVFXPipeline): "The one-GPU pipeline, its steps timed."
+class TimedSplitPipeline(TimedSteps, BranchSplitPipeline): "The split pipeline, its steps timed."
 
 
 @torch.no_grad()
