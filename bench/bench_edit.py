@@ -7,7 +7,8 @@ finds nothing real: its thresholds are set to 0 and at most 4 objects are tracke
 segmentation (detection on 5 key frames, tracking both ways).
 
 Parts, so that the edit fits in the device's 10-minute calls (the pipeline resumes from its saved passes):
-  --part probe      forward timings: stock vs our processors, batch 1/2/3, eager vs torch.compile'd blocks
+  --part probe      forward timings with our processors, batch 1/2 (inactive) and 3 (active, fresh anchors),
+                    eager vs torch.compile'd blocks (ModelSettings.compile), with the compile costs
   --part sam3       one segmentation by the full-size SAM 3 (its time, and which processor ran)
   --part edit       build, invert (resumable cache), run up to --passes-now new passes; call again to go on
   --part reference  the reference's step pattern timed in the same process: a batch-2 anchored forward written the
@@ -211,7 +212,9 @@ def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
 
 
 def part_probe(args, device: torch.device, dtype: torch.dtype) -> dict:
-    "Forward timings with our processors installed (inactive and active), eager and with compiled blocks."
+    """Forward timings with our processors installed, eager and with compiled blocks: batch 1 and 2 outside the anchor
+    window (an inversion step, an inactive step), batch 3 inside it (fresh anchors at every call, as in an edit)."""
+    from torch._dynamo.utils import counters
     from dynvfx.anchor_attention import AnchorController, anchor_extended_attention
     config, clip, protocol, backbone, grid, latents = forward_inputs(args, device, dtype)
     embeds = backbone.encode_prompt([protocol.target_caption, "", protocol.source_caption])
@@ -222,17 +225,22 @@ def part_probe(args, device: torch.device, dtype: torch.dtype) -> dict:
     def step(batch, timestep):
         def run():
             controller.begin_step(timestep)
-            backbone.predict(latents.expand(batch, -1, -1, -1, -1), timestep, embeds[:batch], rotary)
+            backbone.predict(latents.expand(batch, -1, -1, -1, -1).contiguous(), timestep, embeds[:batch], rotary)
         return run
+    cases = {"ours_inactive_1": (nothing, step(1, 19)), "ours_inactive_2": (nothing, step(2, 19)), "ours_active_3": (nothing, step(3, 899))}
     results = {}
     with anchor_extended_attention(backbone.transformer, controller, "all"):
-        eager = time_cases({"ours_inactive_2": (nothing, step(2, 19)), "ours_active_3": (nothing, step(3, 899))}, warmup=1, repeats=args.repeats, device=device)
+        eager = time_cases(cases, warmup=1, repeats=args.repeats, device=device)
         results.update({f"eager_{k}": v["median_s"] for k, v in eager.items()})
         for block in backbone.transformer.transformer_blocks: block.compile(dynamic=False)
-        t = time.perf_counter(); step(2, 19)(); synchronize(device); results["compile_first_call_2_s"] = time.perf_counter() - t
-        t = time.perf_counter(); step(3, 899)(); synchronize(device); results["compile_first_call_3_s"] = time.perf_counter() - t
-        compiled = time_cases({"ours_inactive_2": (nothing, step(2, 19)), "ours_active_3": (nothing, step(3, 899))}, warmup=2, repeats=args.repeats, device=device)
+        counters.clear()
+        for name, (_, run) in cases.items():
+            t = time.perf_counter(); run(); synchronize(device); results[f"compile_first_call_{name}_s"] = time.perf_counter() - t
+        results["compiled_graphs_after_first_calls"] = counters["stats"]["unique_graphs"]
+        compiled = time_cases(cases, warmup=1, repeats=args.repeats, device=device)
         results.update({f"compiled_{k}": v["median_s"] for k, v in compiled.items()})
+        results["compiled_graphs_after_timing"] = counters["stats"]["unique_graphs"]  # equal: fresh anchors compiled nothing new
+    results["compiled_over_eager"] = {k: results[f"compiled_{k}"] / results[f"eager_{k}"] for k in cases}
     return results
 
 

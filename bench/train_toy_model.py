@@ -82,6 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-steps", type=int, default=50)
     parser.add_argument("--eval-reserve", type=float, default=80.0, help="seconds kept for validation, saving and evaluation")
     parser.add_argument("--decoder-only", action="store_true", help="train only the VAE's decoder (keeps the latent space of a resumed model)")
+    parser.add_argument("--fresh-transformer", action="store_true", help="with --resume: keep its VAE and tokenizer, start the transformer and text encoder from random weights")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer and the text encoder for training")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN pick its fastest convolution kernels (the VAE)")
+    parser.add_argument("--probe", action="store_true", help="only time the transformer's training steps (no validation, saving or evaluation)")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and budgets: checks that everything runs, on a CPU")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -171,8 +175,9 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
     grid = backbone.token_grid(**TOY_CLIP)
     rotary = backbone.rotary_embedding(grid)
     alphas_cumprod = backbone.scheduler.alphas_cumprod.to(device, torch.float32)
+    filling = time.perf_counter()
     bank = LatentBank(backbone, args.bank, args.seed, device)
-    log(f"latent bank of {args.bank} clips filled; latent std {bank.latents.std().item():.3f}")
+    log(f"latent bank of {args.bank} clips filled in {time.perf_counter() - filling:.1f} s; latent std {bank.latents.std().item():.3f}")
     empty = bank.tokenize([""])
     modules = [pipe.transformer, pipe.text_encoder]
     parameters = [p for m in modules for p in m.parameters()]
@@ -180,7 +185,9 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
     decay = [p for m in modules for n, p in m.named_parameters() if p.ndim >= 2 and "norm" not in n and "embed" not in n]
     no_decay = [p for p in parameters if all(p is not q for q in decay)]
     optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=no_decay, weight_decay=0.0)],
-                                  lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+                                  lr=args.lr, betas=(0.9, 0.98), eps=1e-8, fused=device.type == "cuda")
+    transformer, text_encoder = pipe.transformer, pipe.text_encoder
+    if args.compile: transformer, text_encoder = torch.compile(transformer), torch.compile(text_encoder)
     ema = [p.detach().clone() for p in parameters]
     started, step = time.perf_counter(), 0
     while (elapsed := time.perf_counter() - started) < seconds:
@@ -195,8 +202,8 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
         sigma = (1 - alphas_cumprod[timesteps]).sqrt().view(-1, 1, 1, 1, 1)
         noisy, velocity = signal * clean + sigma * noise, signal * noise - sigma * clean
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            embeds = pipe.text_encoder(tokens)[0]
-            predicted = pipe.transformer(hidden_states=noisy, encoder_hidden_states=embeds, timestep=timesteps,
+            embeds = text_encoder(tokens)[0]
+            predicted = transformer(hidden_states=noisy, encoder_hidden_states=embeds, timestep=timesteps,
                                          image_rotary_emb=rotary, return_dict=False)[0]
         loss = F.mse_loss(predicted.float(), velocity)
         optimizer.zero_grad(set_to_none=True)
@@ -209,9 +216,13 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
         if step % 50 == 0:
             history.append(dict(step=step, seconds=round(elapsed, 1), loss=loss.item(), grad_norm=grad_norm.item(), lr=optimizer.param_groups[0]["lr"]))
             if step % 250 == 0: log(f"transformer step {step}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
+        if step == 0:
+            if device.type == "cuda": torch.cuda.synchronize()
+            first_step = time.perf_counter() - started
+            log(f"first transformer step (compilation included) took {first_step:.1f} s")
         step += 1
     for m in modules: m.eval().requires_grad_(False)
-    return dict(steps=step, seconds=time.perf_counter() - started, clips_seen=step * args.batch,
+    return dict(steps=step, seconds=time.perf_counter() - started, first_step_seconds=first_step, clips_seen=step * args.batch,
                 fresh_clips=args.bank + (max(step - 1, 0) // args.refresh_every) * args.refresh), parameters, ema
 
 
@@ -290,6 +301,7 @@ def main(argv=None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     log_data = dict(args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, torch=torch.__version__,
@@ -299,6 +311,11 @@ def main(argv=None) -> dict:
 
     if args.resume: pipe = load_backbone(ModelSettings(model_id=str(args.resume), dtype="float32", device=str(device))).pipe
     else: pipe = toy_pipeline(seed=args.seed)
+    if args.fresh_transformer:
+        if not args.resume: raise SystemExit("--fresh-transformer needs --resume (the model whose VAE and tokenizer to keep)")
+        fresh = toy_pipeline(seed=args.seed)
+        pipe.transformer, pipe.text_encoder = fresh.transformer, fresh.text_encoder
+        pipe.register_modules(transformer=fresh.transformer, text_encoder=fresh.text_encoder)
     pipe.to(device)
     log_data["parameters"] = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in ("vae", "transformer", "text_encoder")}
     log(f"parameters {log_data['parameters']}")
@@ -319,6 +336,13 @@ def main(argv=None) -> dict:
     log(f"training the transformer for {seconds:.0f} s")
     log_data["transformer"], parameters, ema = train_transformer(pipe, args, device, seconds, log_data["transformer_history"])
     log(f"transformer done: {log_data['transformer']}")
+    if args.probe:
+        history = log_data["transformer_history"]
+        later = [h for h in history if h["step"] >= 100]
+        if len(later) >= 2:
+            rate = (later[-1]["step"] - later[0]["step"]) / max(later[-1]["seconds"] - later[0]["seconds"], 1e-9)
+            log(f"probe: {rate:.2f} steps/s after step 100 ({1000 / rate:.1f} ms a step of {args.batch} clips; {rate * args.batch:.0f} clips/s)")
+        return log_data
 
     validation = {}
     for name in ("ema", "raw"):

@@ -198,6 +198,7 @@ def rotate_pairs(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
     pairs = torch.view_as_complex(x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs * frequencies).flatten(-2)
 
+@torch.compiler.disable  # a cache lookup (and, once per table, a data-dependent check): kept out of compiled blocks
 def _rotary_frequencies(self: AnchorController, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
     "Complex frequencies of a rotary table, made once per table (kept while the same tensors come back)."
     cos, sin = rotary
@@ -232,15 +233,10 @@ class AnchorExtendedAttnProcessor:
         if attention_mask is not None: raise ValueError("AnchorExtendedAttnProcessor takes no attention mask (CogVideoX passes none)")
         controller, text_length = self.controller, encoder_hidden_states.shape[1]
         hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        frequencies = controller.rotary_frequencies(image_rotary_emb) if image_rotary_emb is not None else None
+        frequencies = None if image_rotary_emb is None or torch.compiler.is_compiling() else controller.rotary_frequencies(image_rotary_emb)
         query, key, value = project_qkv(attn, hidden_states, text_length, image_rotary_emb, frequencies)
-        anchors = self._anchors(query, text_length) if controller.active else None
-        if controller.observer is not None: controller.observer(self.layer, query, key, value, anchors)
-        if not controller.active: out = controller.attend(query, key, value)
-        else:
-            out = extended_attention(query, key, value, text_length, None if controller.mode == "full" else anchors,
-                                     controller.extended_index, controller.source_index,
-                                     controller.text_queries_see_extension, controller.attend)
+        if controller.active or controller.observer is not None: out = self._anchored_attention(query, key, value, text_length)
+        else: out = controller.attend(query, key, value)
         out = attn.to_out[1](attn.to_out[0](out.flatten(2)))
         return out[:, text_length:], out[:, :text_length]
 
@@ -261,6 +257,21 @@ def _layer_anchors(self: AnchorExtendedAttnProcessor, query: torch.Tensor, text_
     return anchors
 
 AnchorExtendedAttnProcessor._anchors = _layer_anchors
+
+# %% ../nbs/06_anchor_attention.ipynb #727276c6
+@torch.compiler.disable
+def _anchored_attention(self: AnchorExtendedAttnProcessor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        text_length: int) -> torch.Tensor:
+    "Attention of one layer at an active (or observed) step: this layer's anchors, the observer, extended attention."
+    controller = self.controller
+    anchors = self._anchors(query, text_length) if controller.active else None
+    if controller.observer is not None: controller.observer(self.layer, query, key, value, anchors)
+    if not controller.active: return controller.attend(query, key, value)
+    return extended_attention(query, key, value, text_length, None if controller.mode == "full" else anchors,
+                              controller.extended_index, controller.source_index,
+                              controller.text_queries_see_extension, controller.attend)
+
+AnchorExtendedAttnProcessor._anchored_attention = _anchored_attention
 
 # %% ../nbs/06_anchor_attention.ipynb #415daa51
 @contextlib.contextmanager

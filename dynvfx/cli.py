@@ -161,14 +161,15 @@ def demo_config(output: str | Path | None = None, overrides: Sequence[str] = ())
     return apply_overrides(config, list(overrides), source="--set")
 
 def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True) -> dict | None:
-    "The demo: copy the bundled protocol into the run folder, then run 'execute'."
+    "The demo: copy the bundled protocol into the run folder, then run 'execute' (the summary names the demo)."
     from dynvfx.assistant import load_protocol, save_protocol
     from dynvfx.parallel import torchrun_env
     check_output_folder(config)
     helper = config.model.branch_parallel and torchrun_env().rank > 0  # process 1 of a branch split writes nothing
     if not helper and ("protocol" in redo or "all" in redo or not protocol_file(config).exists()):
         save_protocol(load_protocol(data_dir() / "demo_protocol.json"), protocol_file(config))
-    return run_command("execute", config, redo, progress)
+    summary = run_command("execute", config, redo, progress)
+    return None if summary is None else {**summary, "command": "demo"}
 
 # %% ../nbs/10_cli.ipynb #4ceb0829
 def _job_done(config: DynVFXConfig) -> bool:
