@@ -120,7 +120,7 @@ def part_edit(args, device: torch.device, dtype: torch.dtype) -> dict:
     config = edit_config(args.smoke, args.workdir, str(device), args.backend, args.compile)
     clip, masks, protocol = edit_inputs(args.smoke)
     backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
-    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype)
+    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames, score_threshold=args.sam3_threshold)
     synchronize(device); build_s = time.perf_counter() - started
     pipeline = DynVFXPipeline(backbone, segmenter, config)
     t = time.perf_counter()
@@ -129,7 +129,10 @@ def part_edit(args, device: torch.device, dtype: torch.dtype) -> dict:
     synchronize(device); inversion_s = time.perf_counter() - t
     result = pipeline(clip, protocol, masks, reference, run_dir=config.run_dir, progress=not args.quiet, max_new_passes=args.passes_now)
     synchronize(device)
+    from torch._dynamo.utils import counters
     return dict(build_s=build_s, inversion_s=inversion_s, edit_times_s=result.times, passes_done=result.passes_done, complete=result.complete,
+                sam3=dict(key_frames=args.key_frames, score_threshold=args.sam3_threshold),
+                compiled=args.compile, compiled_graphs=counters["stats"]["unique_graphs"] if args.compile else None,
                 steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps,
                 peak_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None)
 
@@ -358,7 +361,8 @@ def main(argv=None):
     parser.add_argument("--part", choices=("probe", "sam3", "edit", "reference", "memory", "memory_stages", "report"), required=True)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".devrun" / "bench-edit", help="kept between calls: caches, passes, timings")
     parser.add_argument("--out", type=Path, default=None, help="folder for a copy of the results")
-    parser.add_argument("--key-frames", type=int, default=5, help="--part sam3: key frames of each segmentation")
+    parser.add_argument("--key-frames", type=int, default=5, help="--part sam3 and edit: key frames of each segmentation")
+    parser.add_argument("--sam3-threshold", type=float, default=0.0, help="--part edit: SAM 3's detection threshold (0: its random weights find all 200 candidates; 0.5: none)")
     parser.add_argument("--passes-now", type=int, default=None, help="--part edit: at most this many new passes in this call")
     parser.add_argument("--backend", default="sdpa"); parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=3); parser.add_argument("--smoke", action="store_true"); parser.add_argument("--quiet", action="store_true")
