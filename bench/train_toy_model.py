@@ -194,7 +194,7 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
     transformer, text_encoder = pipe.transformer, pipe.text_encoder
     if args.compile: transformer, text_encoder = torch.compile(transformer), torch.compile(text_encoder)
     ema = [p.detach().clone() for p in parameters]
-    started, step = time.perf_counter(), 0
+    started, step, first_step = time.perf_counter(), 0, None
     while (elapsed := time.perf_counter() - started) < seconds:
         for group in optimizer.param_groups: group["lr"] = learning_rate(elapsed / seconds, step, args.lr, args.warmup)
         if step > 0 and step % args.refresh_every == 0: bank.refresh(args.refresh)
@@ -224,7 +224,7 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
         if step == 0:
             if device.type == "cuda": torch.cuda.synchronize()
             first_step = time.perf_counter() - started
-            log(f"first transformer step (compilation included) took {first_step:.1f} s")
+            log(f"first transformer step took {first_step:.1f} s" + (" (compiling included)" if args.compile else ""))
         step += 1
     for m in modules: m.eval().requires_grad_(False)
     return dict(steps=step, seconds=time.perf_counter() - started, first_step_seconds=first_step, clips_seen=step * args.batch,
@@ -319,7 +319,6 @@ def main(argv=None) -> dict:
     if args.fresh_transformer:
         if not args.resume: raise SystemExit("--fresh-transformer needs --resume (the model whose VAE and tokenizer to keep)")
         fresh = toy_pipeline(seed=args.seed)
-        pipe.transformer, pipe.text_encoder = fresh.transformer, fresh.text_encoder
         pipe.register_modules(transformer=fresh.transformer, text_encoder=fresh.text_encoder)
     pipe.to(device)
     log_data["parameters"] = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in ("vae", "transformer", "text_encoder")}
