@@ -296,7 +296,7 @@ mean something. It is a diffusers `CogVideoXPipeline` folder: load it with
 - Script: `bench/train_toy_model.py` (seed {log_data['args']['seed']}), on {log_data['device_name']}, torch {log_data['torch']}, diffusers {log_data['diffusers']}.
 - Data: scenes drawn on the fly by `dynvfx.toy_world.sample_scenes(split="train")` (captions whose CRC-32 is divisible by 10 are held out and never trained on), rendered at {TOY_CLIP['num_frames']} frames of {TOY_CLIP['height']}x{TOY_CLIP['width']}.
 - VAE (`AutoencoderKLCogVideoX`, channels 32/64/64, 16 latent channels, 4x spatial and 4x temporal compression): {v['steps']} steps of {log_data['args']['vae_batch']} clips in {v['seconds']:.0f} s; loss MSE + {log_data['args']['vae_l1']} L1 + {log_data['args']['vae_kl']} KL; AdamW, peak learning rate {log_data['args']['vae_lr']}, cosine decay; scaling factor {log_data['scaling_factor']:.4f} (unit standard deviation of the scaled latents).
-- Transformer (`CogVideoXTransformer3DModel`, 8 layers, 4 heads of 64, patch 2, rotary positions, text length {TOY_TEXT_LENGTH}) and text encoder (T5, 2 layers, width 128, word-level tokenizer over `TOY_WORDS`), trained together: {t['steps']} steps of {log_data['args']['batch']} clips in {t['seconds']:.0f} s ({t['fresh_clips']} distinct clips); v-prediction with CogVideoX-5B's scheduler settings (`CogVideoXDDIMScheduler`, zero terminal SNR, trailing spacing), {log_data['args'].get('timesteps', 'uniform')} timesteps, {log_data['args']['text_dropout']:.0%} empty captions; AdamW, peak learning rate {log_data['args']['lr']}, {log_data['args']['warmup']} warm-up steps, cosine decay; EMA {log_data['args']['ema']}. Weights kept: {log_data['weights_kept']} (chosen on {log_data['args']['validation_count']} validation captions, seed {VALIDATION_SEED}, not the evaluation captions).
+- Transformer (`CogVideoXTransformer3DModel`, 8 layers, 4 heads of 64, patch 2, rotary positions, text length {TOY_TEXT_LENGTH}) and text encoder (T5, 2 layers, width 128, word-level tokenizer over `TOY_WORDS`), trained together: {t['steps']} steps of {log_data['args']['batch']} clips in {t['seconds']:.0f} s ({t['fresh_clips']} distinct clips); v-prediction with CogVideoX-5B's scheduler settings (`CogVideoXDDIMScheduler`, zero terminal SNR, trailing spacing), {log_data['args']['timesteps']} timesteps, {log_data['args']['text_dropout']:.0%} empty captions; AdamW, peak learning rate {log_data['args']['lr']}, {log_data['args']['warmup']} warm-up steps, cosine decay; EMA {log_data['args']['ema']}. Weights kept: {log_data['weights_kept']} (chosen on {log_data['args']['validation_count']} validation captions, seed {VALIDATION_SEED}, not the evaluation captions).
 - Final training losses: VAE {log_data['vae_history'][-1]['loss']:.5f}, transformer {log_data['transformer_history'][-1]['loss']:.4f} (full curves in `train_log.json`).
 - Stored in float16: {log_data['megabytes']:.1f} MB in all.
 {log_data.get('resumed_note', '')}
@@ -352,7 +352,8 @@ def main(argv=None) -> dict:
     else:
         log_data["vae"] = dict(steps=0, seconds=0.0, clips=0)
         log_data["scaling_factor"] = pipe.vae.config.scaling_factor
-        if args.resume: log_data["resumed_note"] = f"- Continued from {args.resume} (VAE kept as it was)."
+        if args.resume: log_data["resumed_note"] = (f"- VAE and tokenizer from {args.resume}; transformer and text encoder trained from random weights."
+                                                    if args.fresh_transformer else f"- Continued from {args.resume} (VAE kept as it was).")
     log_data["vae_history"] = log_data["vae_history"] or [dict(loss=float("nan"))]
 
     seconds = min(args.transformer_seconds, args.deadline - (time.perf_counter() - STARTED) - args.eval_reserve)
