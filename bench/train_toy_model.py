@@ -10,36 +10,46 @@ trains fewer steps but the same way; the step counts are written to the log):
    CogVideoX-5B's scheduler (zero terminal SNR), logit-normal timesteps (or uniform), 10% empty captions for
    classifier-free guidance, AdamW with warm-up and cosine decay, an exponential moving average of the weights.
    Clips are encoded by the frozen VAE into a bank of latents, a slice of which is replaced by fresh clips every
-   few steps. `--compile` compiles the transformer and the text encoder for training.
+   few steps. `--compile` compiles each transformer block for training (one compiled graph serves all of them).
 
 The result is a diffusers CogVideoXPipeline folder in half precision (`--out DIR/toy_model`), evaluated after it is
-saved and loaded back through `dynvfx.backbone.load_backbone`, with `train_log.json` and a model card.
+saved and loaded back through `dynvfx.backbone.load_backbone`, with `train_log.json` and a model card. Every step
+can be run on its own and taken up again: `--no-evaluation` stops once the model is saved and `--evaluate-only`
+evaluates it later; `--pause-after SECONDS` writes the transformer's training state (weights, optimizer, EMA, step,
+time spent) to OUT/train_state.pt and stops, and `--continue` takes it up where it stopped, with the paused run's
+settings, the learning-rate schedule going on over the same budget.
 
     python bench/train_toy_model.py --out runs/toy --compile    # on a GPU: about 9 minutes
     python bench/train_toy_model.py --out /tmp/toy --smoke      # on a CPU: a quick check that everything runs
     python bench/train_toy_model.py --out runs/toy2 --resume data/toy_model --vae-seconds 0   # continue training
 
-The committed data/toy_model was made in three stages on one H100 (see its README.md): its VAE in stages 1 and 2,
-its transformer and text encoder from scratch in stage 3 (757 s of training for the parts that ship):
+The committed data/toy_model was made in stages on H100s (see its README.md): its VAE in stages 1 and 2 (250 s),
+its transformer and text encoder from scratch in stage 4 (520 s; 778 s of GPU time in all for the parts that ship,
+filling the latent bank included):
 
     python bench/train_toy_model.py --out s1 --timesteps uniform --batch 128 --refresh 32 --refresh-every 1 --ema 0.998 \
-        --lr 4e-4 --warmup 300 --vae-seconds 200 --deadline 530 --eval-reserve 80
+        --lr 4e-4 --warmup 300 --vae-seconds 200 --deadline 530 --eval-reserve 80 --text-layers 2
     python bench/train_toy_model.py --out s2 --resume s1/toy_model --decoder-only --vae-seconds 50 --vae-lr 3e-4 \
         --timesteps uniform --transformer-seconds 400 --batch 256 --lr 5e-4 --warmup 200 --ema 0.999 --refresh 256 \
         --refresh-every 8 --deadline 550 --eval-reserve 60
-    python bench/train_toy_model.py --out s3 --resume s2/toy_model --fresh-transformer --vae-seconds 0 --batch 256 \
-        --lr 6e-4 --warmup 200 --ema 0.999 --bank 8192 --refresh 256 --refresh-every 8 --timesteps logit-normal \
-        --compile --transformer-seconds 505 --deadline 560 --eval-reserve 40
+    python bench/train_toy_model.py --out s4 --resume s2/toy_model --fresh-transformer --vae-seconds 0 --batch 256 \
+        --lr 6e-4 --warmup 200 --ema 0.999 --bank 8192 --refresh 256 --refresh-every 16 --timesteps logit-normal \
+        --timestep-mean 0.8 --timestep-std 1.3 --text-layers 3 --compile --transformer-seconds 520 --deadline 572 \
+        --eval-reserve 25 --no-evaluation
+    python bench/train_toy_model.py --out s4 --evaluate-only
 
-On the lent GPU machine they ran from the repository's root with the wheels of diffusers and transformers put on
-PYTHONPATH (stages 1 and 2 through bench/run_toy_training.sh).
+Stage 3 (a transformer trained like stage 4 but with timesteps of mean -0.3 and deviation 1.2, a 2-layer text
+encoder, the whole transformer compiled and the bank refreshed every 8 steps; 502 s) was replaced by stage 4. On the
+lent GPU machine they ran from the repository's root with the wheels of diffusers and transformers put on PYTHONPATH
+(stages 1 and 2 through bench/run_toy_training.sh).
 
 Where a transformer step's time goes (`--resume data/toy_model --fresh-transformer --probe --vae-seconds 0
---transformer-seconds 35 --batch 256`, one H100): 117 ms a step of 256 clips with the bank refreshed by 256 clips
-every 8 steps, 100 ms with no refresh (filling the 8,192-clip bank took 4.4 s), 115 ms with `--cudnn-benchmark`;
-batches of 1,024 take 369 ms (2,776 clips/s against 2,250 at batch 256: the step is bound by its arithmetic and
-memory traffic, not by launches). With `--compile` the first step (compiling the transformer and text encoder) takes
-93 to 100 s and every later one 65 ms (stage 3: 6,249 steps in 502 s, 408.9 s of them after the first).
+--transformer-seconds 35 --batch 256`, one H100, uncompiled): 117 ms a step of 256 clips with the bank refreshed by
+256 clips every 8 steps, 100 ms with no refresh (filling the 8,192-clip bank took 4.4 s), 115 ms with
+`--cudnn-benchmark`; batches of 1,024 take 369 ms (2,776 clips/s against 2,250 at batch 256: the step is bound by
+its arithmetic and memory traffic, not by launches). Compiling the whole transformer and the text encoder made the
+first step take 93 to 100 s and every later one 65 ms (stage 3, refresh every 8 steps); compiling each block instead
+(stage 4, refresh every 16 steps) made the first step 27.7 s and every later one 66 ms (7,489 steps in 520 s).
 """
 from __future__ import annotations
 
@@ -89,27 +99,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--text-dropout", type=float, default=0.1)
     parser.add_argument("--timesteps", choices=("uniform", "logit-normal"), default="logit-normal",
                         help="how training timesteps are drawn: uniformly, or t/1000 = sigmoid(normal(--timestep-mean, --timestep-std))")
-    parser.add_argument("--timestep-mean", type=float, default=-0.3, help="logit-normal timesteps: mean of the normal (-0.3: t about 425)")
-    parser.add_argument("--timestep-std", type=float, default=1.2, help="logit-normal timesteps: standard deviation of the normal")
+    parser.add_argument("--timestep-mean", type=float, default=0.8, help="logit-normal timesteps: mean of the normal (0.8: median t about 690)")
+    parser.add_argument("--timestep-std", type=float, default=1.3, help="logit-normal timesteps: standard deviation of the normal")
     parser.add_argument("--bank", type=int, default=8192, help="latent clips kept for sampling batches")
     parser.add_argument("--refresh", type=int, default=256, help="bank clips replaced by fresh ones every --refresh-every steps")
-    parser.add_argument("--refresh-every", type=int, default=8)
+    parser.add_argument("--refresh-every", type=int, default=16)
     parser.add_argument("--eval-count", type=int, default=100)
     parser.add_argument("--validation-count", type=int, default=48)
     parser.add_argument("--eval-steps", type=int, default=50)
     parser.add_argument("--eval-reserve", type=float, default=80.0, help="seconds kept for validation, saving and evaluation")
     parser.add_argument("--decoder-only", action="store_true", help="train only the VAE's decoder (keeps the latent space of a resumed model)")
     parser.add_argument("--fresh-transformer", action="store_true", help="with --resume: keep its VAE and tokenizer, start the transformer and text encoder from random weights")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer and the text encoder for training")
+    parser.add_argument("--text-layers", type=int, default=3, help="layers of a fresh T5 text encoder")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each transformer block for training (one compiled graph serves all blocks)")
+    parser.add_argument("--pause-after", type=float, default=None,
+                        help="seconds of transformer training in this run after which its state is written to --state and the run stops (continue with --continue)")
+    parser.add_argument("--state", type=Path, default=None, help="the transformer training state file (default: OUT/train_state.pt)")
+    parser.add_argument("--continue", dest="continue_training", action="store_true", help="continue the transformer training paused in --state")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN pick its fastest convolution kernels (the VAE)")
     parser.add_argument("--probe", action="store_true", help="only time the transformer's training steps (no validation, saving or evaluation)")
+    parser.add_argument("--no-evaluation", action="store_true", help="stop after saving OUT/toy_model and train_log.json (evaluate later with --evaluate-only)")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the model saved in OUT/toy_model, draw the figure clips and write its card")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and budgets: checks that everything runs, on a CPU")
     args = parser.parse_args(argv)
     if args.smoke:
         args.vae_seconds, args.vae_batch, args.transformer_seconds, args.batch = min(args.vae_seconds, 6), 2, 8, 4
         args.bank, args.refresh, args.refresh_every, args.warmup, args.eval_count, args.validation_count, args.eval_steps = 8, 4, 2, 3, 3, 2, 2
         args.eval_reserve, args.deadline = 0, 10_000
+    args.state = args.state or args.out / "train_state.pt"
+    if args.pause_after is not None and args.vae_seconds > 0:
+        parser.error("--pause-after saves only the transformer's training; train the VAE in a run of its own (--vae-seconds 0 here)")
     return args
+
+
+# what a continued run takes from its own command line; every other setting comes from the paused run
+RUN_SETTINGS = ("out", "state", "continue_training", "pause_after", "deadline", "eval_reserve", "eval_count", "validation_count", "eval_steps", "probe")
+
+
+def paused_training(args: argparse.Namespace) -> dict | None:
+    "With --continue: the paused run's state, its settings copied into `args`."
+    if not args.continue_training: return None
+    if not args.state.exists(): raise SystemExit(f"{args.state}: no paused training to continue; start one with --pause-after")
+    state = torch.load(args.state, map_location="cpu", weights_only=False)
+    for key, value in state["args"].items():
+        if key not in RUN_SETTINGS: setattr(args, key, Path(value) if key == "resume" and value else value)
+    return state
 
 
 # -- phase 1: the VAE --------------------------------------------------------------------------------------------
@@ -188,19 +222,30 @@ class LatentBank:
 
 
 def training_timesteps(args, count: int, device) -> torch.Tensor:
-    "(batch,) timestep indices in [0, count): uniform, or logit-normal (more of the middle noise levels, where shapes and motions are decided)."
+    """(batch,) timestep indices in [0, count): uniform, or logit-normal. The default logit-normal (mean 0.8, deviation
+    1.3) draws 44% of its timesteps between t = 700 and 950, where objects' places, hence their motions, are settled."""
     if args.timesteps == "uniform": return torch.randint(0, count, (args.batch,), device=device)
     fraction = torch.sigmoid(args.timestep_mean + args.timestep_std * torch.randn(args.batch, device=device))
     return (fraction * count).long().clamp(0, count - 1)
 
 
-def train_transformer(pipe, args, device, seconds: float, history: list) -> tuple[dict, list, list]:
+def compile_blocks(blocks: torch.nn.ModuleList) -> list:
+    "Replace each block by its compiled version (one graph serves blocks of the same structure); returns the originals."
+    originals = list(blocks)
+    for index, block in enumerate(originals): blocks[index] = torch.compile(block)
+    return originals
+
+
+def train_transformer(pipe, args, device, seconds: float, history: list, state: dict | None = None) -> tuple[dict, list, list]:
+    """Train the transformer and text encoder for `seconds` in all (the learning rate follows the fraction spent), from
+    `state` if given (a paused run). With `args.pause_after`, stop after that many seconds of this run and return the
+    state to save in `result["state"]`."""
     backbone = CogVideoXBackbone(pipe, device=device)
     grid = backbone.token_grid(**TOY_CLIP)
     rotary = backbone.rotary_embedding(grid)
     alphas_cumprod = backbone.scheduler.alphas_cumprod.to(device, torch.float32)
     filling = time.perf_counter()
-    bank = LatentBank(backbone, args.bank, args.seed, device)
+    bank = LatentBank(backbone, args.bank, args.seed + (state["step"] if state else 0), device)
     log(f"latent bank of {args.bank} clips filled in {time.perf_counter() - filling:.1f} s; latent std {bank.latents.std().item():.3f}")
     empty = bank.tokenize([""])
     modules = [pipe.transformer, pipe.text_encoder]
@@ -211,10 +256,17 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
     optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=no_decay, weight_decay=0.0)],
                                   lr=args.lr, betas=(0.9, 0.98), eps=1e-8, fused=device.type == "cuda")
     transformer, text_encoder = pipe.transformer, pipe.text_encoder
-    if args.compile: transformer, text_encoder = torch.compile(transformer), torch.compile(text_encoder)
     ema = [p.detach().clone() for p in parameters]
-    started, step, first_step = time.perf_counter(), 0, None
-    while (elapsed := time.perf_counter() - started) < seconds:
+    step, spent, first_steps = 0, 0.0, []
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad(): torch._foreach_copy_(ema, [v.to(device) for v in state["ema"]])
+        step, spent, first_steps, history[:] = state["step"], state["seconds"], state["first_step_seconds"], state["history"]
+        log(f"continuing at step {step} after {spent:.1f} s of training")
+    originals = compile_blocks(transformer.transformer_blocks) if args.compile else None
+    started, first_step, paused = time.perf_counter(), step, False
+    while (elapsed := spent + time.perf_counter() - started) < seconds:
+        if args.pause_after is not None and time.perf_counter() - started >= args.pause_after: paused = True; break
         for group in optimizer.param_groups: group["lr"] = learning_rate(elapsed / seconds, step, args.lr, args.warmup)
         if step > 0 and step % args.refresh_every == 0: bank.refresh(args.refresh)
         index = torch.randint(args.bank, (args.batch,), device=device)
@@ -240,14 +292,22 @@ def train_transformer(pipe, args, device, seconds: float, history: list) -> tupl
         if step % 50 == 0:
             history.append(dict(step=step, seconds=round(elapsed, 1), loss=loss.item(), grad_norm=grad_norm.item(), lr=optimizer.param_groups[0]["lr"]))
             if step % 250 == 0: log(f"transformer step {step}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
-        if step == 0:
+        if step == first_step:
             if device.type == "cuda": torch.cuda.synchronize()
-            first_step = time.perf_counter() - started
-            log(f"first transformer step took {first_step:.1f} s" + (" (compiling included)" if args.compile else ""))
+            first_steps.append(time.perf_counter() - started)
+            log(f"first transformer step of this run took {first_steps[-1]:.1f} s" + (" (compiling included)" if args.compile else ""))
         step += 1
+    if originals:
+        for index, block in enumerate(originals): transformer.transformer_blocks[index] = block
     for m in modules: m.eval().requires_grad_(False)
-    return dict(steps=step, seconds=time.perf_counter() - started, first_step_seconds=first_step, clips_seen=step * args.batch,
-                fresh_clips=args.bank + (max(step - 1, 0) // args.refresh_every) * args.refresh), parameters, ema
+    spent += time.perf_counter() - started
+    runs = (state or {}).get("runs", []) + [dict(first_step=first_step, steps=step - first_step, seconds=time.perf_counter() - started)]
+    result = dict(steps=step, seconds=spent, first_step_seconds=first_steps, runs=runs, clips_seen=step * args.batch,
+                  fresh_clips=args.bank * len(runs) + sum(max(r["steps"] - 1, 0) // args.refresh_every for r in runs) * args.refresh)
+    if paused:
+        result["state"] = dict(step=step, seconds=spent, first_step_seconds=first_steps, history=history, runs=runs, optimizer=optimizer.state_dict(),
+                               ema=[v.cpu() for v in ema], transformer=pipe.transformer.state_dict(), text_encoder=pipe.text_encoder.state_dict())
+    return result, parameters, ema
 
 
 def swap(parameters: list, values: list) -> list:
@@ -296,7 +356,7 @@ mean something. It is a diffusers `CogVideoXPipeline` folder: load it with
 - Script: `bench/train_toy_model.py` (seed {log_data['args']['seed']}), on {log_data['device_name']}, torch {log_data['torch']}, diffusers {log_data['diffusers']}.
 - Data: scenes drawn on the fly by `dynvfx.toy_world.sample_scenes(split="train")` (captions whose CRC-32 is divisible by 10 are held out and never trained on), rendered at {TOY_CLIP['num_frames']} frames of {TOY_CLIP['height']}x{TOY_CLIP['width']}.
 - VAE (`AutoencoderKLCogVideoX`, channels 32/64/64, 16 latent channels, 4x spatial and 4x temporal compression): {v['steps']} steps of {log_data['args']['vae_batch']} clips in {v['seconds']:.0f} s; loss MSE + {log_data['args']['vae_l1']} L1 + {log_data['args']['vae_kl']} KL; AdamW, peak learning rate {log_data['args']['vae_lr']}, cosine decay; scaling factor {log_data['scaling_factor']:.4f} (unit standard deviation of the scaled latents).
-- Transformer (`CogVideoXTransformer3DModel`, 8 layers, 4 heads of 64, patch 2, rotary positions, text length {TOY_TEXT_LENGTH}) and text encoder (T5, 2 layers, width 128, word-level tokenizer over `TOY_WORDS`), trained together: {t['steps']} steps of {log_data['args']['batch']} clips in {t['seconds']:.0f} s ({t['fresh_clips']} distinct clips); v-prediction with CogVideoX-5B's scheduler settings (`CogVideoXDDIMScheduler`, zero terminal SNR, trailing spacing), {log_data['args']['timesteps']} timesteps, {log_data['args']['text_dropout']:.0%} empty captions; AdamW, peak learning rate {log_data['args']['lr']}, {log_data['args']['warmup']} warm-up steps, cosine decay; EMA {log_data['args']['ema']}. Weights kept: {log_data['weights_kept']} (chosen on {log_data['args']['validation_count']} validation captions, seed {VALIDATION_SEED}, not the evaluation captions).
+- Transformer (`CogVideoXTransformer3DModel`, 8 layers, 4 heads of 64, patch 2, rotary positions, text length {TOY_TEXT_LENGTH}) and text encoder (T5, {log_data['text_layers']} layers, width 128, word-level tokenizer over `TOY_WORDS`), trained together: {t['steps']} steps of {log_data['args']['batch']} clips in {t['seconds']:.0f} s ({t['fresh_clips']} distinct clips); v-prediction with CogVideoX-5B's scheduler settings (`CogVideoXDDIMScheduler`, zero terminal SNR, trailing spacing), {log_data['args']['timesteps']} timesteps, {log_data['args']['text_dropout']:.0%} empty captions; AdamW, peak learning rate {log_data['args']['lr']}, {log_data['args']['warmup']} warm-up steps, cosine decay; EMA {log_data['args']['ema']}. Weights kept: {log_data['weights_kept']} (chosen on {log_data['args']['validation_count']} validation captions, seed {VALIDATION_SEED}, not the evaluation captions).
 - Final training losses: VAE {log_data['vae_history'][-1]['loss']:.5f}, transformer {log_data['transformer_history'][-1]['loss']:.4f} (full curves in `train_log.json`).
 - Stored in float16: {log_data['megabytes']:.1f} MB in all.
 {log_data.get('resumed_note', '')}
@@ -321,8 +381,15 @@ Targets (issue 11): colour 90%, shape 70%, motion 70%.
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    state = paused_training(args)
     import diffusers
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.evaluate_only:
+        if not (args.out / "train_log.json").exists() or not (args.out / "toy_model" / "model_index.json").exists():
+            raise SystemExit(f"{args.out}: no trained model (toy_model/ and train_log.json) to evaluate; train one first")
+        log_data = json.loads((args.out / "train_log.json").read_text())
+        log_data["evaluation_device_name"] = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        return evaluate_saved(args, log_data, device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
@@ -334,13 +401,14 @@ def main(argv=None) -> dict:
     log(f"device {log_data['device_name']}; output {args.out}")
 
     if args.resume: pipe = load_backbone(ModelSettings(model_id=str(args.resume), dtype="float32", device=str(device))).pipe
-    else: pipe = toy_pipeline(seed=args.seed)
+    else: pipe = toy_pipeline(seed=args.seed, text_layers=args.text_layers)
     if args.fresh_transformer:
         if not args.resume: raise SystemExit("--fresh-transformer needs --resume (the model whose VAE and tokenizer to keep)")
-        fresh = toy_pipeline(seed=args.seed)
+        fresh = toy_pipeline(seed=args.seed, text_layers=args.text_layers)
         pipe.register_modules(transformer=fresh.transformer, text_encoder=fresh.text_encoder)
     pipe.to(device)
     log_data["parameters"] = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in ("vae", "transformer", "text_encoder")}
+    log_data["text_layers"] = pipe.text_encoder.config.num_layers
     log(f"parameters {log_data['parameters']}")
 
     if args.vae_seconds > 0:
@@ -356,14 +424,27 @@ def main(argv=None) -> dict:
                                                     if args.fresh_transformer else f"- Continued from {args.resume} (VAE kept as it was).")
     log_data["vae_history"] = log_data["vae_history"] or [dict(loss=float("nan"))]
 
-    seconds = min(args.transformer_seconds, args.deadline - (time.perf_counter() - STARTED) - args.eval_reserve)
-    log(f"training the transformer for {seconds:.0f} s")
-    log_data["transformer"], parameters, ema = train_transformer(pipe, args, device, seconds, log_data["transformer_history"])
+    seconds = args.transformer_seconds
+    if state:
+        pipe.transformer.load_state_dict(state["transformer"]); pipe.text_encoder.load_state_dict(state["text_encoder"])
+        seconds = state["total_seconds"]
+    room = args.deadline - (time.perf_counter() - STARTED)
+    if args.pause_after is not None: args.pause_after = min(args.pause_after, room - 15)
+    else: seconds = min(seconds, (state["seconds"] if state else 0.0) + room - args.eval_reserve)
+    log(f"training the transformer for {seconds:.0f} s in all" + (f", pausing after {args.pause_after:.0f} s" if args.pause_after is not None else ""))
+    log_data["transformer"], parameters, ema = train_transformer(pipe, args, device, seconds, log_data["transformer_history"], state)
+    if "state" in log_data["transformer"]:
+        paused = dict(log_data["transformer"].pop("state"), total_seconds=seconds, args=log_data["args"])
+        partial = args.state.with_name(args.state.name + ".partial")
+        torch.save(paused, partial); partial.rename(args.state)
+        log(f"paused after step {paused['step']} ({paused['seconds']:.1f} s of {seconds:.0f}); state in {args.state}; continue with --continue")
+        return log_data
     log(f"transformer done: {log_data['transformer']}")
     if args.probe:
         t = log_data["transformer"]
-        if t["steps"] > 1:
-            rate = (t["steps"] - 1) / max(t["seconds"] - t["first_step_seconds"], 1e-9)
+        run = t["runs"][-1]
+        if run["steps"] > 1:
+            rate = (run["steps"] - 1) / max(run["seconds"] - t["first_step_seconds"][-1], 1e-9)
             log(f"probe: {rate:.2f} steps/s after the first step ({1000 / rate:.1f} ms a step of {args.batch} clips; {rate * args.batch:.0f} clips/s)")
         return log_data
 
@@ -383,6 +464,18 @@ def main(argv=None) -> dict:
     folder = save_pipeline(pipe, args.out / "toy_model")
     log_data["megabytes"] = folder_megabytes(folder)
     log(f"saved {folder} ({log_data['megabytes']:.1f} MB)")
+    log_data["training_seconds"] = time.perf_counter() - STARTED
+    (args.out / "train_log.json").write_text(json.dumps(log_data, indent=1, default=str) + "\n")
+    if args.no_evaluation:
+        log(f"trained in {log_data['training_seconds']:.0f} s; evaluate with --evaluate-only")
+        return log_data
+    return evaluate_saved(args, log_data, device)
+
+
+def evaluate_saved(args: argparse.Namespace, log_data: dict, device: torch.device) -> dict:
+    "Evaluate the saved model of OUT/toy_model (caption adherence, VAE), draw the figure clips, write the model card and the log."
+    started = time.perf_counter()
+    folder = args.out / "toy_model"
     loaded = load_backbone(ModelSettings(model_id=str(folder), dtype="float32", device=str(device)))
     evaluation = evaluate_toy_model(loaded, count=args.eval_count, seed=EVAL_SEED, steps=args.eval_steps, batch_size=64, progress=False)
     log_data["evaluation_records"] = evaluation.pop("records")
@@ -399,10 +492,10 @@ def main(argv=None) -> dict:
     figure_captions = scene_captions(sample_scenes(2 if args.smoke else 16, seed=VALIDATION_SEED + 1, split="heldout", **TOY_CLIP))
     figure_clips = generate_clips(loaded, figure_captions, seed=VALIDATION_SEED + 1, steps=args.eval_steps, batch_size=64, progress=False)
     torch.save(dict(captions=figure_captions, clips=(figure_clips * 255).round().to(torch.uint8)), args.out / "figure_clips.pt")
-    log_data["total_seconds"] = time.perf_counter() - STARTED
+    log_data["evaluation_seconds"] = time.perf_counter() - started
     (folder / "README.md").write_text(model_card(log_data))
     (args.out / "train_log.json").write_text(json.dumps(log_data, indent=1, default=str) + "\n")
-    log(f"done in {log_data['total_seconds']:.0f} s")
+    log(f"evaluated in {log_data['evaluation_seconds']:.0f} s")
     return log_data
 
 

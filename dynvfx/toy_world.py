@@ -473,12 +473,12 @@ def caption_adherence(pixels: torch.Tensor, scenes: SceneBatch) -> dict:
 
 # %% ../nbs/11_toy_world.ipynb #436387b6
 def toy_pipeline(seed: int = 0, num_layers: int = 8, heads: int = 4, head_dim: int = 64, vae_channels: tuple[int, ...] = (32, 64, 64),
-                 latent_channels: int = 16, text_width: int = 128):
+                 latent_channels: int = 16, text_width: int = 128, text_layers: int = 3):
     "The toy model's architecture as an untrained, seeded diffusers CogVideoXPipeline."
     from dynvfx.backbone import tiny_cogvideox
     return tiny_cogvideox(seed, num_layers=num_layers, heads=heads, head_dim=head_dim, latent_channels=latent_channels, vae_channels=vae_channels,
                           text_dim=text_width, text_length=TOY_TEXT_LENGTH, words=TOY_WORDS, norm_num_groups=16, time_embed_dim=128,
-                          text_layers=2, text_heads=text_width // 32, text_head_dim=32, text_ff=4 * text_width, text_buckets=16,
+                          text_layers=text_layers, text_heads=text_width // 32, text_head_dim=32, text_ff=4 * text_width, text_buckets=16,
                           text_max_distance=32, **TOY_CLIP)
 
 # %% ../nbs/11_toy_world.ipynb #2974ca36
