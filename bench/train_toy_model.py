@@ -257,11 +257,11 @@ def train_transformer(pipe, args, device, seconds: float, history: list, state: 
                                   lr=args.lr, betas=(0.9, 0.98), eps=1e-8, fused=device.type == "cuda")
     transformer, text_encoder = pipe.transformer, pipe.text_encoder
     ema = [p.detach().clone() for p in parameters]
-    step, spent, first_steps = 0, 0.0, []
+    step, spent, first_step_seconds = 0, 0.0, None
     if state:
         optimizer.load_state_dict(state["optimizer"])
         with torch.no_grad(): torch._foreach_copy_(ema, [v.to(device) for v in state["ema"]])
-        step, spent, first_steps, history[:] = state["step"], state["seconds"], state["first_step_seconds"], state["history"]
+        step, spent, history[:] = state["step"], state["seconds"], state["history"]
         log(f"continuing at step {step} after {spent:.1f} s of training")
     originals = compile_blocks(transformer.transformer_blocks) if args.compile else None
     started, first_step, paused = time.perf_counter(), step, False
@@ -294,18 +294,19 @@ def train_transformer(pipe, args, device, seconds: float, history: list, state: 
             if step % 250 == 0: log(f"transformer step {step}: loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
         if step == first_step:
             if device.type == "cuda": torch.cuda.synchronize()
-            first_steps.append(time.perf_counter() - started)
-            log(f"first transformer step of this run took {first_steps[-1]:.1f} s" + (" (compiling included)" if args.compile else ""))
+            first_step_seconds = time.perf_counter() - started
+            log(f"first transformer step of this run took {first_step_seconds:.1f} s" + (" (compiling included)" if args.compile else ""))
         step += 1
     if originals:
         for index, block in enumerate(originals): transformer.transformer_blocks[index] = block
     for m in modules: m.eval().requires_grad_(False)
     spent += time.perf_counter() - started
-    runs = (state or {}).get("runs", []) + [dict(first_step=first_step, steps=step - first_step, seconds=time.perf_counter() - started)]
-    result = dict(steps=step, seconds=spent, first_step_seconds=first_steps, runs=runs, clips_seen=step * args.batch,
+    runs = (state or {}).get("runs", []) + [dict(first_step=first_step, steps=step - first_step, seconds=time.perf_counter() - started,
+                                                 first_step_seconds=first_step_seconds)]
+    result = dict(steps=step, seconds=spent, runs=runs, clips_seen=step * args.batch,
                   fresh_clips=args.bank * len(runs) + sum(max(r["steps"] - 1, 0) // args.refresh_every for r in runs) * args.refresh)
     if paused:
-        result["state"] = dict(step=step, seconds=spent, first_step_seconds=first_steps, history=history, runs=runs, optimizer=optimizer.state_dict(),
+        result["state"] = dict(step=step, seconds=spent, history=history, runs=runs, optimizer=optimizer.state_dict(),
                                ema=[v.cpu() for v in ema], transformer=pipe.transformer.state_dict(), text_encoder=pipe.text_encoder.state_dict())
     return result, parameters, ema
 
@@ -444,7 +445,7 @@ def main(argv=None) -> dict:
         t = log_data["transformer"]
         run = t["runs"][-1]
         if run["steps"] > 1:
-            rate = (run["steps"] - 1) / max(run["seconds"] - t["first_step_seconds"][-1], 1e-9)
+            rate = (run["steps"] - 1) / max(run["seconds"] - run["first_step_seconds"], 1e-9)
             log(f"probe: {rate:.2f} steps/s after the first step ({1000 / rate:.1f} ms a step of {args.batch} clips; {rate * args.batch:.0f} clips/s)")
         return log_data
 
