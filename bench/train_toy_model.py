@@ -300,9 +300,9 @@ def train_transformer(pipe, args, device, seconds: float, history: list, state: 
     if originals:
         for index, block in enumerate(originals): transformer.transformer_blocks[index] = block
     for m in modules: m.eval().requires_grad_(False)
-    spent += time.perf_counter() - started
-    runs = (state or {}).get("runs", []) + [dict(first_step=first_step, steps=step - first_step, seconds=time.perf_counter() - started,
-                                                 first_step_seconds=first_step_seconds)]
+    run_seconds = time.perf_counter() - started
+    spent += run_seconds
+    runs = (state or {}).get("runs", []) + [dict(first_step=first_step, steps=step - first_step, seconds=run_seconds, first_step_seconds=first_step_seconds)]
     result = dict(steps=step, seconds=spent, runs=runs, clips_seen=step * args.batch,
                   fresh_clips=args.bank * len(runs) + sum(max(r["steps"] - 1, 0) // args.refresh_every for r in runs) * args.refresh)
     if paused:
