@@ -98,7 +98,8 @@ def _code_without_directives(source: str) -> str:
 def execution_key(notebook: Path, flags: set[str]) -> str:
     "Hash of what a notebook's outputs depend on: itself, the package, `data/`, the skipped flags."
     digest = hashlib.sha256()
-    files = [notebook, *sorted((ROOT / "dynvfx").rglob("*.py")), *sorted(p for p in (ROOT / "data").rglob("*") if p.is_file())]
+    files = [notebook, *sorted((ROOT / "dynvfx").rglob("*.py")), *sorted(NBS.glob("*.py")),  # the package, the test helpers
+             *sorted(p for p in (ROOT / "data").rglob("*") if p.is_file())]
     if notebook.name == settings().get("readme_nb", "index.ipynb"):  # the home page lists the other notebooks
         files += notebook_paths(notebook.parent)
     for path in files:
@@ -179,7 +180,7 @@ def executed_notebook(notebook: Path, flags: set[str] | None = None, cache: Path
 # ---------------------------------------------------------------- nbdev's processing
 
 def page_name(notebook: Path, nbs: Path = NBS) -> str:
-    "The page a notebook becomes, as nbdev names it (`00_video_io.ipynb` -> `video_io.html`)."
+    "The page a notebook becomes, as nbdev names it (`01_video_io.ipynb` -> `video_io.html`)."
     from nbdev.doclinks import _nbpath2html
     return _nbpath2html(notebook.relative_to(nbs)).as_posix()
 
@@ -424,7 +425,7 @@ def make_exporter():
 
 
 def _notebook_links(page_html: str, page: Page, pages: list[Page]) -> str:
-    "Links to notebooks (`00_video_io.ipynb#x`) and to our docs host become links to this site's pages."
+    "Links to notebooks (`01_video_io.ipynb#x`) and to our docs host become links to this site's pages."
     here = Path(page.name).parent
     by_notebook = {Path(p.notebook).name: p.name for p in pages} | {p.notebook: p.name for p in pages}
     host = (settings().get("doc_host", "") + settings().get("doc_baseurl", "")).rstrip("/") + "/"

@@ -5,7 +5,7 @@ nbdev's `nbdev_readme` renders the index notebook with Quarto, which cannot be i
 job in plain Python: the notebook is executed as the docs build executes it (and from the same cache), then its
 title and summary, its markdown, its visible code as fenced blocks and its text outputs are written as GitHub
 markdown. Hidden cells (`#| hide`, `#| include: false`) stay out, `#| echo: false` keeps only the output, and links
-to notebooks (`00_video_io.ipynb`) point into `nbs/`. The tests fail when README.md differs from what this writes.
+to notebooks (`01_video_io.ipynb`) point into `nbs/`. The tests fail when README.md differs from what this writes.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ README = ROOT / "README.md"
 
 
 def _notebook_links(markdown: str, nbs: Path = NBS) -> str:
-    "Relative links to notebooks (`[x](00_video_io.ipynb#y)`) -> links into nbs/ from the repository's top."
+    "Relative links to notebooks (`[x](01_video_io.ipynb#y)`) -> links into nbs/ from the repository's top."
     def swap(m):
         target = m.group(2)
         return f"]({m.group(1)}nbs/{target}" if (nbs / target).exists() else m.group(0)
