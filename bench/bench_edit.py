@@ -1,4 +1,4 @@
-"""End-to-end benchmark of the default DynVFX edit at CogVideoX-5B scale (random weights), against the reference's cost.
+"""End-to-end benchmark of the default DynVFX edit at CogVideoX-5B scale (random weights) against the reference's cost.
 
 The default edit (49 frames 720x480, 250-step inversion grid up to t=899, six passes = 190 denoising steps, anchors
 in t in [619, 899], SAM 3 after every pass) runs through dynvfx's own pipeline on a CogVideoX-5B-shaped pipeline with
@@ -17,52 +17,36 @@ Parts, so that the edit fits in the device's 10-minute calls (the pipeline resum
   --part memory     the 24 GB settings (model CPU offload, VAE tiling and slicing) on a short edit: peak memory
   --part report     combine the JSON files in --workdir into the table (ours vs the reference rebuilt)
 
-  python bench/bench_edit.py --part edit --smoke --workdir /tmp/bench-edit   # tiny, on the CPU (checks the script)
+  python -m bench.bench_edit --part edit --smoke --workdir /tmp/bench-edit   # tiny, on the CPU (checks the script)
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
-import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.common import (PeakMemory, Stopwatch, build_pipeline, clip_size, device_name, json_text, moving_object,
+                          time_cases, write_json)
+from dynvfx.backbone import configure_pipeline
+from dynvfx.config import DynVFXConfig
+from dynvfx.protocol import EditProtocol
+from dynvfx.video_io import Clip
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
-from bench_anchor_attention import COGVIDEOX_5B, SMOKE, moving_object, time_cases  # noqa: E402
-from dynvfx.assistant import EditProtocol  # noqa: E402
-from dynvfx.backbone import COGVIDEOX_5B_SCHEDULER, configure_pipeline, tiny_tokenizer  # noqa: E402
-from dynvfx.config import DynVFXConfig, ModelSettings  # noqa: E402
-from dynvfx.video_io import Clip  # noqa: E402
-
-T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)
-T5_SMOKE = dict(d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, feed_forward_proj="gated-gelu", relative_attention_num_buckets=8)
-VAE_SMOKE = dict(block_out_channels=(8, 8, 8), latent_channels=4, norm_num_groups=2, layers_per_block=1,
-                 down_block_types=("CogVideoXDownBlock3D",) * 3, up_block_types=("CogVideoXUpBlock3D",) * 3)
+PARTS = ("probe", "sam3", "edit", "reference", "memory", "memory_stages", "report")
+TASK_REFERENCE_STEP_S = 3.56  # the authors' whole step on one H100, as the task statement measured it
 
 
-def build_pipeline(smoke: bool, device: torch.device, dtype: torch.dtype):
-    "A CogVideoX pipeline of 5B shapes (or tiny) with seeded random weights, built directly on `device`."
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    with torch.device(device):
-        transformer = CogVideoXTransformer3DModel(**(SMOKE if smoke else COGVIDEOX_5B)).to(dtype).eval()
-        vae = AutoencoderKLCogVideoX(**(VAE_SMOKE if smoke else {})).to(dtype).eval()
-        text_encoder = T5EncoderModel(T5Config(vocab_size=32128, **(T5_SMOKE if smoke else T5_XXL))).to(dtype).eval()
-    return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                             scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_5B_SCHEDULER))
-
+# -- the edit ---------------------------------------------------------------------------------------------------------
 
 def build_sam3(smoke: bool, folder: Path, device: torch.device, dtype: torch.dtype, num_key_frames: int = 5,
                score_threshold: float = 0.0, offload_state: bool = False):
     """SAM 3 with random weights at full size (or tiny), saved and loaded through the segmenter's own loader. With
-    `score_threshold` 0 every one of its 200 detection queries counts as found (the most work a segmentation can do)."""
+    `score_threshold` 0 every one of its 200 detection queries counts as found (the most work a segmentation does)."""
     from dynvfx.segmentation import Sam3VideoSegmenter, _save_tiny_processor, _tiny_clip_tokenizer, tiny_sam3_video
     if not (folder / "config.json").exists():
         if smoke: tiny_sam3_video(folder)
@@ -74,68 +58,84 @@ def build_sam3(smoke: bool, folder: Path, device: torch.device, dtype: torch.dty
             model.save_pretrained(folder); tokenizer = _tiny_clip_tokenizer(); tokenizer.save_pretrained(folder)
             _save_tiny_processor(tokenizer, config.image_size, folder)
             del model
-    return Sam3VideoSegmenter(str(folder), device=device, dtype=dtype, num_key_frames=num_key_frames, score_threshold=score_threshold,
-                              progress=False, offload_state=offload_state)
+    return Sam3VideoSegmenter(str(folder), device=device, dtype=dtype, num_key_frames=num_key_frames,
+                              score_threshold=score_threshold, progress=False, offload_state=offload_state)
 
 
 def edit_inputs(smoke: bool):
     "The clip (smooth random textures, seeded), its anchor masks (~20% of the frame, moving) and the protocol."
-    frames, height, width = (9, 32, 48) if smoke else (49, 480, 720)
+    frames, height, width = clip_size(smoke)
     generator = torch.Generator().manual_seed(0)
     coarse = torch.rand(frames, 3, height // 16, width // 16, generator=generator)
     pixels = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
     masks = torch.zeros(frames, height, width, dtype=torch.bool)
     box_h, box_w = int(height * 0.45), int(width * 0.45)
     for f in range(frames):
-        left = round((width - box_w) * f / max(1, frames - 1)); masks[f, (height - box_h) // 2:(height + box_h) // 2, left:left + box_w] = True
-    protocol = EditProtocol(instruction="add a dog", source_caption="a box slides across a colourful wall", anchors=["box"],
-                            target_caption="a dog jumps over a box that slides across a colourful wall", new_object="dog")
+        left = round((width - box_w) * f / max(1, frames - 1))
+        masks[f, (height - box_h) // 2:(height + box_h) // 2, left:left + box_w] = True
+    protocol = EditProtocol(instruction="add a dog", source_caption="a box slides across a colourful wall",
+                            anchors=["box"], new_object="dog",
+                            target_caption="a dog jumps over a box that slides across a colourful wall")
     return Clip(pixels, fps=8.0), {"box": masks}, protocol
 
 
 def edit_config(smoke: bool, workdir: Path, device: str, backend: str, compile: bool, **sections) -> DynVFXConfig:
     "The default edit's settings (or a tiny schedule for --smoke)."
-    config = DynVFXConfig(output_path=workdir / "run", latents_path=workdir / "reference_latents",
-                          model=dict(model_id="random-cogvideox-5b", device=device, attention_backend=backend, compile=compile,
-                                     dtype="float32" if smoke else "bfloat16"),
+    model = dict(model_id="random-cogvideox-5b", device=device, attention_backend=backend, compile=compile,
+                 dtype="float32" if smoke else "bfloat16")
+    config = DynVFXConfig(output_path=workdir / "run", latents_path=workdir / "reference_latents", model=model,
                           segmentation=dict(model_id=str(workdir / "sam3"), score_threshold=0.0), **sections)
-    if smoke:
-        config = config.model_copy(update=dict(
-            video=config.video.model_copy(update=dict(num_frames=9, height=32, width=48)),
-            inversion=config.inversion.model_copy(update=dict(steps=20)), sampling=config.sampling.model_copy(update=dict(steps=10)),
-            refinement=config.refinement.model_copy(update=dict(pass_timesteps=[899, 699])),
-            anchors=config.anchors.model_copy(update=dict(window=(599, 899)))))
-    return config
+    if not smoke: return config
+    return config.model_copy(update=dict(
+        video=config.video.model_copy(update=dict(num_frames=9, height=32, width=48)),
+        inversion=config.inversion.model_copy(update=dict(steps=20)),
+        sampling=config.sampling.model_copy(update=dict(steps=10)),
+        refinement=config.refinement.model_copy(update=dict(pass_timesteps=[899, 699])),
+        anchors=config.anchors.model_copy(update=dict(window=(599, 899)))))
 
 
-def synchronize(device: torch.device):
-    if device.type == "cuda": torch.cuda.synchronize()
+def with_24gb_settings(config: DynVFXConfig, device: torch.device) -> DynVFXConfig:
+    "The settings with model CPU offload (on a GPU; --smoke on the CPU checks the rest), VAE tiling and slicing."
+    offload = "model" if device.type == "cuda" else "none"
+    model = config.model.model_copy(update=dict(cpu_offload=offload, vae_tiling=True, vae_slicing=True))
+    return config.model_copy(update={"model": model})
+
+
+def invert_and_edit(pipeline, clip, masks, protocol, device: torch.device, quiet: bool,
+                    max_new_passes: int | None = None):
+    "Invert the clip (resumable cache) up to the edit's highest source timestep, then run the edit: (seconds, result)."
+    from dynvfx.inversion import invert_clip
+    backbone, config = pipeline.backbone, pipeline.config
+    with Stopwatch(device) as inversion:
+        reference = invert_clip(backbone, clip.pixels, config.inversion, config.reference_latents_dir,
+                                sampling_steps=config.sampling.steps,
+                                max_timestep=max(pipeline.schedule.source_timesteps), progress=not quiet)
+    result = pipeline(clip, protocol, masks, reference, run_dir=config.run_dir, progress=not quiet,
+                      max_new_passes=max_new_passes)
+    return inversion.seconds, result
 
 
 def part_edit(args, device: torch.device, dtype: torch.dtype) -> dict:
     "Build, invert (resumable), then run up to --passes-now new passes of the default edit."
-    from dynvfx.inversion import invert_clip
-    from dynvfx.pipeline import DynVFXPipeline
-    started = time.perf_counter()
-    config = edit_config(args.smoke, args.workdir, str(device), args.backend, args.compile)
-    clip, masks, protocol = edit_inputs(args.smoke)
-    backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
-    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames, score_threshold=args.sam3_threshold)
-    synchronize(device); build_s = time.perf_counter() - started
-    pipeline = DynVFXPipeline(backbone, segmenter, config)
-    t = time.perf_counter()
-    reference = invert_clip(backbone, clip.pixels, config.inversion, config.reference_latents_dir, sampling_steps=config.sampling.steps,
-                            max_timestep=max(pipeline.schedule.source_timesteps), progress=not args.quiet)
-    synchronize(device); inversion_s = time.perf_counter() - t
-    result = pipeline(clip, protocol, masks, reference, run_dir=config.run_dir, progress=not args.quiet, max_new_passes=args.passes_now)
-    synchronize(device)
     from torch._dynamo.utils import counters
-    return dict(build_s=build_s, inversion_s=inversion_s, edit_times_s=result.times, passes_done=result.passes_done, complete=result.complete,
+    from dynvfx.pipeline import DynVFXPipeline
+    with PeakMemory(device) as memory:
+        with Stopwatch(device) as build:
+            config = edit_config(args.smoke, args.workdir, str(device), args.backend, args.compile)
+            clip, masks, protocol = edit_inputs(args.smoke)
+            backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
+            segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames,
+                                   score_threshold=args.sam3_threshold)
+        pipeline = DynVFXPipeline(backbone, segmenter, config)
+        inversion_s, result = invert_and_edit(pipeline, clip, masks, protocol, device, args.quiet, args.passes_now)
+    return dict(build_s=build.seconds, inversion_s=inversion_s, edit_times_s=result.times,
+                passes_done=result.passes_done, complete=result.complete,
                 sam3=dict(key_frames=args.key_frames, score_threshold=args.sam3_threshold),
                 compiled=args.compile, compiled_graphs=counters["stats"]["unique_graphs"] if args.compile else None,
-                steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps,
-                peak_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None)
+                steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps, peak_gib=memory.gib)
 
+
+# -- the reference's cost, and forward timings ------------------------------------------------------------------------
 
 class ReferenceStyleAttnProcessor:
     """The authors' attention step pattern, written here for timing only: batch [conditional, source]; every call draws
@@ -145,39 +145,42 @@ class ReferenceStyleAttnProcessor:
     def __init__(self, object_tokens: torch.Tensor, anchor_keep_rate: float = 0.7, background_keep_rate: float = 0.05):
         self.object_tokens, self.keep, self.background = object_tokens, anchor_keep_rate, background_keep_rate
 
+    def anchored(self, query, key, value, text_length: int) -> torch.Tensor:
+        "Batch [conditional, source]: the conditional queries attend to their own tokens and the gathered anchors."
+        frames, gh, gw = self.object_tokens.shape
+        keep = torch.rand(gh, gw, device=query.device) < self.keep
+        background = torch.rand(gh, gw, device=query.device) < self.background
+        anchors = torch.where(self.object_tokens, keep, background)
+        source_key = key[1, :, text_length:].unflatten(1, (frames, gh, gw))
+        source_value = value[1, :, text_length:].unflatten(1, (frames, gh, gw))
+        keys, values = [key[0]], [value[0]]
+        for f in range(frames):
+            rows, cols = anchors[f].nonzero(as_tuple=True)
+            keys.append(source_key[:, f, rows, cols]); values.append(source_value[:, f, rows, cols])
+        extended_key, extended_value = torch.cat(keys, dim=1)[None], torch.cat(values, dim=1)[None]
+        text = F.scaled_dot_product_attention(query[:1, :, :text_length], extended_key, extended_value)
+        video = F.scaled_dot_product_attention(query[:1, :, text_length:], extended_key, extended_value)
+        source = F.scaled_dot_product_attention(query[1:], key[1:], value[1:])
+        return torch.cat([torch.cat([text, video], dim=2), source])
+
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
         from diffusers.models.embeddings import apply_rotary_emb
         text_length = encoder_hidden_states.size(1)
         hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        batch = hidden_states.shape[0]
-        query, key, value = (proj(hidden_states).unflatten(-1, (attn.heads, -1)).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        query, key, value = (projection(hidden_states).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+                             for projection in (attn.to_q, attn.to_k, attn.to_v))
         query, key = attn.norm_q(query), attn.norm_k(key)
         if image_rotary_emb is not None:
             query[:, :, text_length:] = apply_rotary_emb(query[:, :, text_length:], image_rotary_emb)
             key[:, :, text_length:] = apply_rotary_emb(key[:, :, text_length:], image_rotary_emb)
-        if batch == 2:
-            frames, gh, gw = self.object_tokens.shape
-            keep = torch.rand(gh, gw, device=query.device) < self.keep
-            background = torch.rand(gh, gw, device=query.device) < self.background
-            anchors = torch.where(self.object_tokens, keep, background)
-            source_key = key[1, :, text_length:].unflatten(1, (frames, gh, gw))
-            source_value = value[1, :, text_length:].unflatten(1, (frames, gh, gw))
-            keys, values = [key[0]], [value[0]]
-            for f in range(frames):
-                rows, cols = anchors[f].nonzero(as_tuple=True)
-                keys.append(source_key[:, f, rows, cols]); values.append(source_value[:, f, rows, cols])
-            extended_key, extended_value = torch.cat(keys, dim=1)[None], torch.cat(values, dim=1)[None]
-            text = F.scaled_dot_product_attention(query[:1, :, :text_length], extended_key, extended_value)
-            video = F.scaled_dot_product_attention(query[:1, :, text_length:], extended_key, extended_value)
-            source = F.scaled_dot_product_attention(query[1:], key[1:], value[1:])
-            hidden_states = torch.cat([torch.cat([text, video], dim=2), source])
+        if hidden_states.shape[0] == 2: hidden_states = self.anchored(query, key, value, text_length)
         else: hidden_states = F.scaled_dot_product_attention(query, key, value)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.transpose(1, 2).flatten(2)))
         return hidden_states[:, text_length:], hidden_states[:, :text_length]
 
 
 def forward_inputs(args, device: torch.device, dtype: torch.dtype):
-    "What the forward timings share: the settings, the clip and protocol, the backbone, its token grid and random latents."
+    "What the forward timings share: the settings, the clip and protocol, the backbone, its grid and random latents."
     config = edit_config(args.smoke, args.workdir, str(device), args.backend, False)
     clip, _, protocol = edit_inputs(args.smoke)
     backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
@@ -187,6 +190,7 @@ def forward_inputs(args, device: torch.device, dtype: torch.dtype):
 
 def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
     "The reference's per-step and per-stage costs, timed in this process on the same model."
+    from dynvfx.inversion import inversion_step
     config, clip, protocol, backbone, grid, latents = forward_inputs(args, device, dtype)
     transformer = backbone.transformer
     embeds = backbone.encode_prompt([protocol.target_caption, protocol.source_caption, ""])
@@ -201,16 +205,16 @@ def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
             backbone.predict(latents.expand(batch, -1, -1, -1, -1), 899, embeds[:batch], rotary)
             transformer.set_attn_processor(dict(stock))
         return run
-    nothing = lambda: __import__("contextlib").nullcontext()
-    timings = time_cases({"batch_1": (nothing, forward(1, stock)), "reference_anchored_batch_2": (nothing, forward(2, reference)),
-                          "batch_2": (nothing, forward(2, stock))}, warmup=1, repeats=args.repeats, device=device)
-    from dynvfx.inversion import inversion_step
+    forwards = {"batch_1": (nullcontext, forward(1, stock)),
+                "reference_anchored_batch_2": (nullcontext, forward(2, reference)),
+                "batch_2": (nullcontext, forward(2, stock))}
+    timings = time_cases(forwards, warmup=1, repeats=args.repeats, device=device)
     clean = latents.float()
-    inversion = time_cases({"inversion_step": (nothing, lambda: inversion_step(backbone, clean, 895, 899, embeds[2:3], rotary))},
-                           warmup=1, repeats=args.repeats, device=device)
-    pixels = clip.pixels
-    vae = time_cases({"vae_encode": (nothing, lambda: backbone.encode_video(pixels)),
-                      "vae_decode": (nothing, lambda: backbone.decode_latents(latents))}, warmup=1, repeats=max(2, args.repeats // 2), device=device)
+    step = lambda: inversion_step(backbone, clean, 895, 899, embeds[2:3], rotary)
+    inversion = time_cases({"inversion_step": (nullcontext, step)}, warmup=1, repeats=args.repeats, device=device)
+    vae_cases = {"vae_encode": (nullcontext, lambda: backbone.encode_video(clip.pixels)),
+                 "vae_decode": (nullcontext, lambda: backbone.decode_latents(latents))}
+    vae = time_cases(vae_cases, warmup=1, repeats=max(2, args.repeats // 2), device=device)
     return {name: value["median_s"] for name, value in {**timings, **inversion, **vae}.items()}
 
 
@@ -222,15 +226,16 @@ def part_probe(args, device: torch.device, dtype: torch.dtype) -> dict:
     config, clip, protocol, backbone, grid, latents = forward_inputs(args, device, dtype)
     embeds = backbone.encode_prompt([protocol.target_caption, "", protocol.source_caption])
     rotary = backbone.rotary_embedding(grid)
-    controller = AnchorController.from_settings(config.anchors, moving_object(grid, 0.2).to(device), seed=0, attention_backend=args.backend)
-    nothing = lambda: __import__("contextlib").nullcontext()
+    controller = AnchorController.from_settings(config.anchors, moving_object(grid, 0.2).to(device), seed=0,
+                                                attention_backend=args.backend)
 
     def step(batch, timestep):
         def run():
             controller.begin_step(timestep)
             backbone.predict(latents.expand(batch, -1, -1, -1, -1).contiguous(), timestep, embeds[:batch], rotary)
         return run
-    cases = {"ours_inactive_1": (nothing, step(1, 19)), "ours_inactive_2": (nothing, step(2, 19)), "ours_active_3": (nothing, step(3, 899))}
+    cases = {"ours_inactive_1": (nullcontext, step(1, 19)), "ours_inactive_2": (nullcontext, step(2, 19)),
+             "ours_active_3": (nullcontext, step(3, 899))}
     results = {}
     with anchor_extended_attention(backbone.transformer, controller, "all"):
         eager = time_cases(cases, warmup=1, repeats=args.repeats, device=device)
@@ -238,56 +243,58 @@ def part_probe(args, device: torch.device, dtype: torch.dtype) -> dict:
         for block in backbone.transformer.transformer_blocks: block.compile(dynamic=False)
         counters.clear()
         for name, (_, run) in cases.items():
-            t = time.perf_counter(); run(); synchronize(device); results[f"compile_first_call_{name}_s"] = time.perf_counter() - t
+            with Stopwatch(device) as first_call: run()
+            results[f"compile_first_call_{name}_s"] = first_call.seconds
         results["compiled_graphs_after_first_calls"] = counters["stats"]["unique_graphs"]
         compiled = time_cases(cases, warmup=1, repeats=args.repeats, device=device)
         results.update({f"compiled_{k}": v["median_s"] for k, v in compiled.items()})
-        results["compiled_graphs_after_timing"] = counters["stats"]["unique_graphs"]  # equal: fresh anchors compiled nothing new
+        results["compiled_graphs_after_timing"] = counters["stats"]["unique_graphs"]  # equal: nothing new compiled
     results["compiled_over_eager"] = {k: results[f"compiled_{k}"] / results[f"eager_{k}"] for k in cases}
     return results
 
 
+# -- memory and segmentation ------------------------------------------------------------------------------------------
+
 def part_memory(args, device: torch.device, dtype: torch.dtype) -> dict:
     "Peak GPU memory of a short edit with the 24 GB settings: model CPU offload, VAE tiling and slicing."
-    from dynvfx.inversion import invert_clip
     from dynvfx.pipeline import DynVFXPipeline
     config = edit_config(args.smoke, args.workdir / "memory", str(device), args.backend, False)
-    config = config.model_copy(update=dict(inversion=config.inversion.model_copy(update=dict(steps=config.sampling.steps)),
-                                           refinement=config.refinement.model_copy(update=dict(pass_timesteps=[699 if args.smoke else 639]))))
-    offload = "model" if device.type == "cuda" else "none"  # --smoke on the CPU checks the rest of the script
-    config = config.model_copy(update={"model": config.model.model_copy(update=dict(cpu_offload=offload, vae_tiling=True, vae_slicing=True))})
+    config = with_24gb_settings(config.model_copy(update=dict(
+        inversion=config.inversion.model_copy(update=dict(steps=config.sampling.steps)),
+        refinement=config.refinement.model_copy(update=dict(pass_timesteps=[699 if args.smoke else 639])))), device)
     clip, masks, protocol = edit_inputs(args.smoke)
     pipe = build_pipeline(args.smoke, device, dtype).to("cpu")
     if device.type == "cuda": torch.cuda.empty_cache()
     backbone = configure_pipeline(pipe, config.model)
-    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, num_key_frames=1, score_threshold=0.5, offload_state=True)
-    if device.type == "cuda": torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    pipeline = DynVFXPipeline(backbone, segmenter, config)
-    reference = invert_clip(backbone, clip.pixels, config.inversion, config.reference_latents_dir, sampling_steps=config.sampling.steps,
-                            max_timestep=max(pipeline.schedule.source_timesteps), progress=not args.quiet)
-    result = pipeline(clip, protocol, masks, reference, run_dir=config.run_dir, progress=not args.quiet)
-    synchronize(device)
-    return dict(seconds=time.perf_counter() - t, sam3=dict(key_frames=1, score_threshold=0.5, offload_state=True), steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps,
-                peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
-                peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30 if device.type == "cuda" else None, edit_times_s=result.times)
+    segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, num_key_frames=1, score_threshold=0.5,
+                           offload_state=True)
+    with PeakMemory(device) as memory, Stopwatch(device) as edit:
+        pipeline = DynVFXPipeline(backbone, segmenter, config)
+        _, result = invert_and_edit(pipeline, clip, masks, protocol, device, args.quiet)
+    return dict(seconds=edit.seconds, sam3=dict(key_frames=1, score_threshold=0.5, offload_state=True),
+                steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps,
+                peak_allocated_gib=memory.gib, peak_reserved_gib=memory.reserved_gib, edit_times_s=result.times)
 
 
 def part_sam3(args, device: torch.device, dtype: torch.dtype) -> dict:
-    """Segmentations of the clip by the full-size SAM 3 (--key-frames key frames, tracked both ways): time and peak memory,
-    with its detection threshold at 0 (all 200 queries found: the most work) and at 0.5 (the default), state on the GPU or not."""
+    """Segmentations of the clip by the full-size SAM 3 (--key-frames key frames, tracked both ways): time and peak
+    memory, with its detection threshold at 0 (all 200 queries found: the most work) and at 0.5 (the default), state
+    on the GPU or not."""
     clip, _, protocol = edit_inputs(args.smoke)
     results = dict(key_frames=args.key_frames)
     for threshold in (0.0, 0.5):
-        t = time.perf_counter(); segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames, score_threshold=threshold)
-        synchronize(device); results.setdefault("build_s", time.perf_counter() - t); results["processor"] = type(segmenter.processor).__name__
+        with Stopwatch(device) as build:
+            segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames,
+                                   score_threshold=threshold)
+        results.setdefault("build_s", build.seconds)
+        results["processor"] = type(segmenter.processor).__name__
         for offload in (False, True):
             segmenter._storage = {"video_storage_device": "cpu", "inference_state_device": "cpu"} if offload else {}
-            if device.type == "cuda": torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
-            t = time.perf_counter(); masks = segmenter.segment(clip.pixels, [protocol.new_object]); synchronize(device)
+            with PeakMemory(device, empty_cache=True) as memory, Stopwatch(device) as segmenting:
+                masks = segmenter.segment(clip.pixels, [protocol.new_object])
             results[f"threshold={threshold} offload_state={offload}"] = dict(
-                segment_s=time.perf_counter() - t, mask_share=masks[protocol.new_object].float().mean().item(),
-                peak_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None)
+                segment_s=segmenting.seconds, mask_share=masks[protocol.new_object].float().mean().item(),
+                peak_gib=memory.gib)
         del segmenter
     return results
 
@@ -296,26 +303,28 @@ def part_memory_stages(args, device: torch.device, dtype: torch.dtype) -> dict:
     "Peak GPU memory of each stage under the 24 GB settings (model CPU offload, VAE tiling and slicing)."
     from dynvfx.anchor_attention import AnchorController, anchor_extended_attention
     from dynvfx.masks import latent_mask
-    config = edit_config(args.smoke, args.workdir / "memory", str(device), args.backend, False)
-    offload = "model" if device.type == "cuda" else "none"
-    config = config.model_copy(update={"model": config.model.model_copy(update=dict(cpu_offload=offload, vae_tiling=True, vae_slicing=True))})
+    config = with_24gb_settings(edit_config(args.smoke, args.workdir / "memory", str(device), args.backend, False),
+                                device)
     clip, masks, protocol = edit_inputs(args.smoke)
-    pipe = build_pipeline(args.smoke, device, dtype).to("cpu")
-    backbone = configure_pipeline(pipe, config.model)
+    backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype).to("cpu"), config.model)
     grid = backbone.token_grid(clip.num_frames, *clip.size)
     peaks = {}
+
     def stage(name, run):
-        if device.type == "cuda": torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
-        result = run(); synchronize(device)
-        peaks[name] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        with PeakMemory(device, empty_cache=True) as memory: result = run()
+        peaks[name] = memory.gib
         return result
     latents = stage("vae encode", lambda: backbone.encode_video(clip.pixels))
-    embeds = stage("text encoder", lambda: backbone.encode_prompt([protocol.target_caption, "", protocol.source_caption]))
+    embeds = stage("text encoder", lambda: backbone.encode_prompt([protocol.target_caption, "",
+                                                                  protocol.source_caption]))
     rotary = backbone.rotary_embedding(grid)
     controller = AnchorController.from_settings(config.anchors, moving_object(grid, 0.2).to(device), seed=0)
+
+    def predict(batch: int, t: int) -> torch.Tensor:
+        return backbone.predict(latents.expand(batch, -1, -1, -1, -1), t, embeds[:batch], rotary)
     with anchor_extended_attention(backbone.transformer, controller, "all"):
-        controller.begin_step(899); stage("transformer batch 3 (anchors)", lambda: backbone.predict(latents.expand(3, -1, -1, -1, -1), 899, embeds, rotary))
-        controller.begin_step(19); stage("transformer batch 2", lambda: backbone.predict(latents.expand(2, -1, -1, -1, -1), 19, embeds[:2], rotary))
+        controller.begin_step(899); stage("transformer batch 3 (anchors)", lambda: predict(3, 899))
+        controller.begin_step(19); stage("transformer batch 2", lambda: predict(2, 19))
     pixels = stage("vae decode", lambda: backbone.decode_latents(latents))
     stage("mask to latents (cluster)", lambda: latent_mask(masks["box"], grid, config.masks, backbone))
     segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, num_key_frames=1)
@@ -323,16 +332,15 @@ def part_memory_stages(args, device: torch.device, dtype: torch.dtype) -> dict:
     return dict(peak_gib=peaks)
 
 
-TASK_REFERENCE_STEP_S = 3.56  # the authors' whole step on one H100, as the task statement measured it
-
+# -- the report -------------------------------------------------------------------------------------------------------
 
 def report(workdir: Path) -> dict:
-    """Our default edit's wall time by stage against the reference's cost rebuilt from the same machine's timings: 250
-    batch-1 inversion steps, the same number of denoising steps each costing an anchored batch-2 plus a batch-1 forward,
-    and a VAE round trip per pass. The reference's step is priced three ways: a plain batch-2 plus a batch-1 forward
-    measured here (a lower bound: anchors only add work), the task statement's 3.56 s, and our rewrite of the authors'
-    anchored attention. Segmentation (theirs: EVF-SAM 2) is not rebuilt; ratios are given without it and with ours added
-    to both sides."""
+    """Our default edit's wall time by stage against the reference's cost rebuilt from the same machine's timings:
+    250 batch-1 inversion steps, the same number of denoising steps each costing an anchored batch-2 plus a batch-1
+    forward, and a VAE round trip per pass. The reference's step is priced three ways: a plain batch-2 plus a batch-1
+    forward measured here (a lower bound: anchors only add work), the task statement's 3.56 s, and our rewrite of the
+    authors' anchored attention. Segmentation (theirs: EVF-SAM 2) is not rebuilt; ratios are given without it and
+    with ours added to both sides."""
     edits = [json.loads(p.read_text()) for p in sorted(workdir.glob("edit_*.json"))]
     forward = json.loads((workdir / "reference.json").read_text())
     ours = {"inversion": edits[0]["inversion_s"]}
@@ -356,29 +364,40 @@ def report(workdir: Path) -> dict:
                 references=references, forward_timings=forward)
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("probe", "sam3", "edit", "reference", "memory", "memory_stages", "report"), required=True)
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".devrun" / "bench-edit", help="kept between calls: caches, passes, timings")
+    parser.add_argument("--part", choices=PARTS, required=True)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".devrun" / "bench-edit",
+                        help="kept between calls: caches, passes, timings")
     parser.add_argument("--out", type=Path, default=None, help="folder for a copy of the results")
-    parser.add_argument("--key-frames", type=int, default=5, help="--part sam3 and edit: key frames of each segmentation")
-    parser.add_argument("--sam3-threshold", type=float, default=0.0, help="--part edit: SAM 3's detection threshold (0: its random weights find all 200 candidates; 0.5: none)")
-    parser.add_argument("--passes-now", type=int, default=None, help="--part edit: at most this many new passes in this call")
+    parser.add_argument("--key-frames", type=int, default=5,
+                        help="--part sam3 and edit: key frames of each segmentation")
+    parser.add_argument("--sam3-threshold", type=float, default=0.0,
+                        help="--part edit: SAM 3's detection threshold (0: its random weights find all 200 "
+                             "candidates; 0.5: none)")
+    parser.add_argument("--passes-now", type=int, default=None,
+                        help="--part edit: at most this many new passes in this call")
     parser.add_argument("--backend", default="sdpa"); parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3); parser.add_argument("--smoke", action="store_true"); parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--repeats", type=int, default=3); parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = torch.float32 if args.smoke else torch.bfloat16
     if args.part == "report": results = report(args.workdir)
     else:
-        results = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, reference=part_reference, memory=part_memory, memory_stages=part_memory_stages)[args.part](args, device, dtype)
-        results["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    name = {"edit": f"edit_{len(list(args.workdir.glob('edit_*.json'))):02d}"}.get(args.part, args.part)
-    text = json.dumps(results, indent=2, default=str)
-    (args.workdir / f"{name}.json").write_text(text)
-    if args.out: args.out.mkdir(parents=True, exist_ok=True); (args.out / f"{name}.json").write_text(text)
-    print(text)
+        part = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, reference=part_reference, memory=part_memory,
+                    memory_stages=part_memory_stages)[args.part]
+        results = part(args, device, dtype)
+        results["device"] = device_name(device)
+    name = f"edit_{len(list(args.workdir.glob('edit_*.json'))):02d}" if args.part == "edit" else args.part
+    for folder in [args.workdir] + ([args.out] if args.out else []): write_json(folder / f"{name}.json", results, 2)
+    print(json_text(results, 2))
+    return results
 
 
 if __name__ == "__main__":

@@ -28,38 +28,36 @@ Writes bench/results/toy_dynvfx_eval.json (per scene and configuration, plus a s
 configuration, and resumes from it (finished pairs are skipped); also bench/results/toy_dynvfx_examples.npz (a few
 frames of the first scenes, for the notebook's figure). Prints a markdown table.
 
-  nice -n 10 python bench/eval_toy_dynvfx.py                          # 50 scenes default, ablations on the first 20
-  python bench/eval_toy_dynvfx.py --report                            # the table from the JSON only
-  python bench/eval_toy_dynvfx.py --smoke                             # one scene, few steps, into a temporary folder
+  nice -n 10 python -m bench.eval_toy_dynvfx     # 50 scenes default, ablations on the first 20
+  python -m bench.eval_toy_dynvfx --report       # the table from the JSON only
+  python -m bench.eval_toy_dynvfx --smoke        # one scene, few steps, into a temporary folder
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from dynvfx.assistant import EditProtocol  # noqa: E402
-from dynvfx.config import DynVFXConfig, apply_overrides, parse_config  # noqa: E402
-from dynvfx.inversion import invert_clip  # noqa: E402
-from dynvfx.masks import clean_mask, dilate  # noqa: E402
-from dynvfx.pipeline import DynVFXPipeline, EditResult  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from dynvfx.segmentation import ColourKeySegmenter  # noqa: E402
-from dynvfx.toy_world import (MOTIONS, OBJECT_COLOURS, PANS, SHAPES, SIZES, TOY_CLIP, ToyObject, add_object,  # noqa: E402
-                              detect_objects, edit_instruction, expected_direction, object_names, render_scenes, sample_scenes,
-                              scene_captions, scene_objects)
-from dynvfx.video_io import Clip  # noqa: E402
+from bench.common import RESULTS_DIR, write_json
+from dynvfx.config import DynVFXConfig, apply_overrides, parse_config
+from dynvfx.core import atomic_write
+from dynvfx.inversion import invert_clip
+from dynvfx.masks import clean_mask, dilate
+from dynvfx.pipeline import DynVFXPipeline, EditResult
+from dynvfx.protocol import EditProtocol
+from dynvfx.segmentation import ColourKeySegmenter
+from dynvfx.toy_world import (MOTIONS, OBJECT_COLOURS, PANS, SHAPES, SIZES, TOY_CLIP, ToyObject, add_object,
+                              detect_objects, edit_instruction, expected_direction, object_names, render_scenes,
+                              sample_scenes, scene_captions, scene_objects)
+from dynvfx.video_io import Clip
 
 SCENE_SEED = 50_000          # held-out scenes, a seed used nowhere else (the model card used 20,000-40,000)
 ANCHOR_TOLERANCE = 30        # rendered clips: the exact colours
@@ -67,8 +65,8 @@ NEW_OBJECT_TOLERANCE = 45    # generated clips: keys ~96% of the pixels whose ne
 DILATION_PIXELS = 5          # the new object's mask is grown by this much before measuring outside it
 PSNR_TARGET_DB = 35.0
 PRESENCE_TARGET = 0.8
-RESULTS = ROOT / "bench" / "results" / "toy_dynvfx_eval.json"
-EXAMPLES = ROOT / "bench" / "results" / "toy_dynvfx_examples.npz"
+RESULTS = RESULTS_DIR / "toy_dynvfx_eval.json"
+EXAMPLES = RESULTS_DIR / "toy_dynvfx_examples.npz"
 EXAMPLE_SCENES, EXAMPLE_FRAMES = 4, (0, 8, 16)
 
 SETTINGS = {  # the paper's settings except what is listed in DEVIATIONS
@@ -81,15 +79,20 @@ SETTINGS = {  # the paper's settings except what is listed in DEVIATIONS
 DEVIATIONS = [
     "inversion.steps = 50 (paper 250); the inversion stops at t = 899, the highest timestep the anchor window uses",
     "masks.kernel_size = 3 (paper 5 at 720x480) for 64x64 clips",
-    "segmentation: colour key (anchors exact colours, tolerance 30; new object tolerance 45) instead of a text-prompted segmenter",
+    "segmentation: colour key (anchors exact colours, tolerance 30; new object tolerance 45) instead of a "
+    "text-prompted segmenter",
     "clips of 17 frames at 64x64 (the toy model's size); sampling.seed = 1000 + scene number",
 ]
-CONFIGURATIONS = {"default": {}, "anchors_off": {"anchors.mode": "off"}, "one_pass": {"refinement.pass_timesteps": [899]}}
-SMOKE_OVERRIDES = {"sampling.steps": 10, "inversion.steps": 10, "refinement.pass_timesteps": [899, 699]}  # a quick check of the script, not a measurement
+CONFIGURATIONS = {"default": {}, "anchors_off": {"anchors.mode": "off"},
+                  "one_pass": {"refinement.pass_timesteps": [899]}}
+SMOKE_OVERRIDES = {"sampling.steps": 10, "inversion.steps": 10,
+                   "refinement.pass_timesteps": [899, 699]}  # a quick check of the script, not a measurement
 
+
+# -- the edits --------------------------------------------------------------------------------------------------------
 
 def edit_cases(count: int, seed: int = SCENE_SEED) -> list[dict]:
-    "`count` held-out scenes of one or two objects, each with a new object (a colour not in it; shape, size, motion drawn)."
+    "`count` held-out scenes of one or two objects, each with a new object (a colour not in it; shape, size, motion)."
     scenes = sample_scenes(count, seed, split="heldout", max_objects=2, **TOY_CLIP)
     generator = torch.Generator().manual_seed(seed + 1)
     pick = lambda options: options[int(torch.randint(len(options), (1,), generator=generator))]
@@ -97,15 +100,18 @@ def edit_cases(count: int, seed: int = SCENE_SEED) -> list[dict]:
     for index in range(count):
         scene = scenes[index]
         used = {colour for _, colour, _, _ in scene_objects(scenes, index)}
-        new = ToyObject(pick([c for c in OBJECT_COLOURS if c not in used]), pick(SHAPES), pick(list(SIZES)), pick([m for m in MOTIONS if m != "still"]))
-        cases.append(dict(index=index, scene=scene, new=new, instruction=edit_instruction(new), source_caption=scene_captions(scene)[0],
-                          target_caption=scene_captions(add_object(scene, new))[0], anchors=object_names(scenes, index),
-                          new_object=f"{new.colour} {new.shape}", pan=list(PANS)[int(scene.pan[0])]))
+        new = ToyObject(pick([c for c in OBJECT_COLOURS if c not in used]), pick(SHAPES), pick(list(SIZES)),
+                        pick([m for m in MOTIONS if m != "still"]))
+        cases.append(dict(index=index, scene=scene, new=new, instruction=edit_instruction(new),
+                          source_caption=scene_captions(scene)[0],
+                          target_caption=scene_captions(add_object(scene, new))[0],
+                          anchors=object_names(scenes, index), new_object=f"{new.colour} {new.shape}",
+                          pan=list(PANS)[int(scene.pan[0])]))
     return cases
 
 
 def edit_config(case: dict, overrides: dict) -> DynVFXConfig:
-    "The settings of one edit: SETTINGS, the colour key of this scene, the scene's seed, and the configuration's overrides."
+    "The settings of one edit: SETTINGS, the scene's colour key and seed, and the configuration's overrides."
     colour_key = {name: [list(OBJECT_COLOURS[name.split()[0]]), ANCHOR_TOLERANCE] for name in case["anchors"]}
     colour_key[case["new_object"]] = [list(OBJECT_COLOURS[case["new"].colour]), NEW_OBJECT_TOLERANCE]
     data = json.loads(json.dumps(SETTINGS))
@@ -117,7 +123,7 @@ def edit_config(case: dict, overrides: dict) -> DynVFXConfig:
 def pick_threads(max_threads: int) -> int:
     "Torch threads for the next stretch: the cores other processes leave free (at least 1, at most `max_threads`)."
     try: import psutil
-    except ImportError: return torch.get_num_threads()                         # no reading of the others: keep what is set
+    except ImportError: return torch.get_num_threads()                    # no reading of the others: keep what is set
     others = sum(psutil.cpu_percent(interval=0.3, percpu=True)) / 100     # we sleep meanwhile: this is everyone else
     threads = max(1, min(max_threads, round(psutil.cpu_count() - others)))
     torch.set_num_threads(threads)
@@ -131,9 +137,11 @@ class RecordingSegmenter:
 
     def segment(self, pixels: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         self.clips.append(pixels.detach().float().cpu().clone())
-        if self.max_threads: pick_threads(self.max_threads)     # between passes: never wait on a core another process holds
+        if self.max_threads: pick_threads(self.max_threads)     # between passes: never wait on a core another holds
         return self.segmenter.segment(pixels, prompts)
 
+
+# -- measuring --------------------------------------------------------------------------------------------------------
 
 def psnr_outside(reference: torch.Tensor, clip: torch.Tensor, outside: torch.Tensor) -> float:
     "PSNR (dB) of `clip` (F, 3, H, W) against `reference` over the pixels where `outside` (F, H, W) is set."
@@ -145,21 +153,30 @@ def psnr_outside(reference: torch.Tensor, clip: torch.Tensor, outside: torch.Ten
 def clip_readings(clip: torch.Tensor, new: ToyObject, pan: str) -> dict:
     "What the detectors read about the new object in a clip."
     found = detect_objects(clip[None], [new.colour])[0]
-    return dict(found=found.found, shape_read=found.shape, direction_read=found.direction, frames_seen=found.frames_seen,
-                shape_ok=found.found and found.shape == new.shape, motion_ok=found.found and found.direction == expected_direction(new.motion, pan))
+    return dict(found=found.found, shape_read=found.shape, direction_read=found.direction,
+                frames_seen=found.frames_seen, shape_ok=found.found and found.shape == new.shape,
+                motion_ok=found.found and found.direction == expected_direction(new.motion, pan))
 
 
-def measure(case: dict, config: DynVFXConfig, result, recorded: list[torch.Tensor], original: torch.Tensor, round_trip: torch.Tensor,
-            segmenter: ColourKeySegmenter) -> dict:
-    "Presence, PSNR outside the dilated final mask, and every pass's alignment and presence."
-    outside = ~dilate(result.target_mask, 2 * DILATION_PIXELS + 1)
+def pass_readings(case: dict, config: DynVFXConfig, recorded: list[torch.Tensor], original: torch.Tensor,
+                  round_trip: torch.Tensor, segmenter: ColourKeySegmenter) -> list[dict]:
+    "Every pass's regenerated clip: the new object's area and presence, and its alignment outside that object."
     passes = []
     for start, regenerated in zip(config.refinement.pass_timesteps, recorded):
         mask = clean_mask(segmenter.segment(regenerated, [case["new_object"]])[case["new_object"]], config.masks)
         pass_outside = ~dilate(mask, 2 * DILATION_PIXELS + 1)
-        passes.append(dict(start=start, new_object_area=round(mask.float().mean().item(), 5), found=clip_readings(regenerated, case["new"], case["pan"])["found"],
+        passes.append(dict(start=start, new_object_area=round(mask.float().mean().item(), 5),
+                           found=clip_readings(regenerated, case["new"], case["pan"])["found"],
                            psnr_vs_original=psnr_outside(original, regenerated, pass_outside),
                            psnr_vs_round_trip=psnr_outside(round_trip, regenerated, pass_outside)))
+    return passes
+
+
+def measure(case: dict, config: DynVFXConfig, result, recorded: list[torch.Tensor], original: torch.Tensor,
+            round_trip: torch.Tensor, segmenter: ColourKeySegmenter) -> dict:
+    "Presence, PSNR outside the dilated final mask, and every pass's alignment and presence."
+    outside = ~dilate(result.target_mask, 2 * DILATION_PIXELS + 1)
+    passes = pass_readings(case, config, recorded, original, round_trip, segmenter)
     return dict(**clip_readings(result.pixels, case["new"], case["pan"]),
                 target_mask_area=round(result.target_mask.float().mean().item(), 5),
                 latent_mask_area=round(result.latent_target_mask.float().mean().item(), 5),
@@ -167,75 +184,88 @@ def measure(case: dict, config: DynVFXConfig, result, recorded: list[torch.Tenso
                 psnr_vs_round_trip=psnr_outside(round_trip, result.pixels, outside),
                 psnr_vs_original=psnr_outside(original, result.pixels, outside),
                 round_trip_vs_original=psnr_outside(original, round_trip, outside),
-                passes=passes, seconds=round(sum(result.times.values()), 2), times={k: round(v, 2) for k, v in result.times.items()})
+                passes=passes, seconds=round(sum(result.times.values()), 2),
+                times={k: round(v, 2) for k, v in result.times.items()})
 
 
 def one_pass_from_default(backbone, run_dir: Path, reference) -> EditResult:
-    "The `one_pass` ablation read from the default run's saved first pass: decode(x_orig + its residual), its target mask."
+    "The `one_pass` ablation read from the default run's saved first pass: decode(x_orig + its residual), its mask."
     saved = load_file(str(run_dir / "passes" / "pass_00.safetensors"))
     latents = reference.clean_latents.float() + saved["residual"]
     started = time.perf_counter()
     pixels = backbone.decode_latents(latents.to(backbone.dtype))
-    return EditResult(latents=latents, pixels=pixels, residual=saved["residual"], target_mask=saved["target_mask"].bool(),
-                      latent_target_mask=saved["latent_target_mask"].bool(), times={"vae decode": time.perf_counter() - started}, passes_done=1)
+    return EditResult(latents=latents, pixels=pixels, residual=saved["residual"],
+                      target_mask=saved["target_mask"].bool(), latent_target_mask=saved["latent_target_mask"].bool(),
+                      times={"vae decode": time.perf_counter() - started}, passes_done=1)
 
 
-def evaluate_case(backbone, case: dict, configurations: list[str], work_dir: Path, progress: bool = False, on_result=None,
-                  check_one_pass: bool = False, overrides: dict | None = None, max_threads: int | None = None) -> dict[str, dict]:
-    """Invert the scene once, run the configurations' edits on it and measure; `on_result(name, record, pixels)` after each.
+def check_against_real_run(record: dict, backbone, config: DynVFXConfig, key: ColourKeySegmenter, inputs: tuple,
+                           result: EditResult, progress: bool) -> None:
+    "Run the `one_pass` configuration for real and record how far its pixels are from the ones read from `default`."
+    clip, protocol, source_masks, reference = inputs
+    real = DynVFXPipeline(backbone, key, config)(clip, protocol, source_masks, reference, progress=progress)
+    record["check_real_run_max_abs_pixel_difference"] = float((real.pixels - result.pixels).abs().max())
+    record["check_real_run_seconds"] = round(sum(real.times.values()), 2)
 
-    `one_pass` is read from the default run's first pass (it must come with `default`): the pipeline's first pass does not
-    depend on the later ones (same noise seed, same anchors, same composite x_orig), so a run with
-    refinement.pass_timesteps=[899] gives the same result; `check_one_pass` runs it too and records the largest difference."""
-    if "one_pass" in configurations and "default" not in configurations: raise ValueError("one_pass is read from the default run: ask for both")
+
+def evaluate_case(backbone, case: dict, configurations: list[str], work_dir: Path, progress: bool = False,
+                  on_result=None, check_one_pass: bool = False, overrides: dict | None = None,
+                  max_threads: int | None = None) -> dict[str, dict]:
+    """Invert the scene once, run the configurations' edits on it and measure; `on_result(name, record, pixels)` after
+    each.
+
+    `one_pass` is read from the default run's first pass (it must come with `default`): the pipeline's first pass does
+    not depend on the later ones (same noise seed, same anchors, same composite x_orig), so a run with
+    refinement.pass_timesteps=[899] gives the same result; `check_one_pass` runs it too and records the largest
+    difference."""
+    if "one_pass" in configurations and "default" not in configurations:
+        raise ValueError("one_pass is read from the default run: ask for both")
     original = render_scenes(case["scene"]).pixels[0]                            # (F, 3, H, W)
     clip = Clip(original, 8.0)
     configs = {name: edit_config(case, {**(overrides or {}), **CONFIGURATIONS[name]}) for name in configurations}
     first = configs["default"] if "default" in configs else next(iter(configs.values()))
     started = time.perf_counter()
     reference = invert_clip(backbone, original, first.inversion, work_dir / "reference_latents", first.sampling.steps,
-                            max_timestep=max(first.refinement.pass_timesteps), if_mismatch="rebuild", progress=progress)
+                            max_timestep=max(first.refinement.pass_timesteps), if_mismatch="rebuild",
+                            progress=progress)
     inversion_seconds = time.perf_counter() - started
-    round_trip = backbone.decode_latents(reference.clean_latents.to(backbone.dtype)).float().cpu()  # as the pipeline decodes
+    round_trip = backbone.decode_latents(reference.clean_latents.to(backbone.dtype)).float().cpu()  # as the pipeline
     anchors_key = ColourKeySegmenter({n: v for n, v in first.segmentation.colour_key.items() if n in case["anchors"]})
     source_masks = anchors_key.segment(original, case["anchors"])
-    protocol = EditProtocol(instruction=case["instruction"], source_caption=case["source_caption"], target_caption=case["target_caption"],
-                            anchors=case["anchors"], new_object=case["new_object"], model="bench/eval_toy_dynvfx.py (toy grammar)")
+    protocol = EditProtocol(instruction=case["instruction"], source_caption=case["source_caption"],
+                            target_caption=case["target_caption"], anchors=case["anchors"],
+                            new_object=case["new_object"], model="bench/eval_toy_dynvfx.py (toy grammar)")
     records, recorded = {}, {}
-    for name in [n for n in configurations if n != "one_pass"] + (["one_pass"] if "one_pass" in configurations else []):
+    order = [n for n in configurations if n != "one_pass"] + (["one_pass"] if "one_pass" in configurations else [])
+    for name in order:
         config, key = configs[name], ColourKeySegmenter(configs[name].segmentation.colour_key)
         if name == "one_pass":
             result, clips = one_pass_from_default(backbone, work_dir / "default", reference), recorded["default"][:1]
         else:
             if max_threads: pick_threads(max_threads)
             recording = RecordingSegmenter(key, max_threads)
-            result = DynVFXPipeline(backbone, recording, config)(clip, protocol, source_masks, reference, run_dir=work_dir / name, progress=progress)
+            result = DynVFXPipeline(backbone, recording, config)(clip, protocol, source_masks, reference,
+                                                                 run_dir=work_dir / name, progress=progress)
             clips = recorded[name] = recording.clips
         record = measure(case, config, result, clips, original, round_trip, key)
         record["inversion_seconds"] = round(inversion_seconds, 2)
         if name == "one_pass":
             record["derived_from"], record["seconds"] = "default run, pass 1", None
             if check_one_pass:
-                real = DynVFXPipeline(backbone, key, config)(clip, protocol, source_masks, reference, progress=progress)
-                record["check_real_run_max_abs_pixel_difference"] = float((real.pixels - result.pixels).abs().max())
-                record["check_real_run_seconds"] = round(sum(real.times.values()), 2)
+                check_against_real_run(record, backbone, config, key, (clip, protocol, source_masks, reference),
+                                       result, progress)
         records[name] = record
         if on_result: on_result(name, record, result.pixels)
     return records
 
 
+# -- the summary ------------------------------------------------------------------------------------------------------
+
 def case_description(case: dict) -> dict:
     new = case["new"]
-    return dict(instruction=case["instruction"], source_caption=case["source_caption"], target_caption=case["target_caption"],
-                anchors=case["anchors"], new_object=case["new_object"], pan=case["pan"],
-                new=dict(colour=new.colour, shape=new.shape, size=new.size, motion=new.motion))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(partial, path)
+    return dict(instruction=case["instruction"], source_caption=case["source_caption"],
+                target_caption=case["target_caption"], anchors=case["anchors"], new_object=case["new_object"],
+                pan=case["pan"], new=dict(colour=new.colour, shape=new.shape, size=new.size, motion=new.motion))
 
 
 def _rate(values) -> float | None:
@@ -248,118 +278,175 @@ def _mean(values) -> float | None:
     return round(statistics.fmean(values), 2) if values else None
 
 
+def configuration_stats(rows: list[dict], name: str) -> dict:
+    "Rates and PSNRs of configuration `name` over the scenes `rows`."
+    results = [s["results"][name] for s in rows]
+    edited = [r for r in results if r["target_mask_area"] > 0]
+    passes = len(results[0]["passes"]) if results else 0
+    seconds = [r.get("check_real_run_seconds", float("nan")) if r["seconds"] is None else r["seconds"]
+               for r in results]
+    return dict(scenes=len(results), presence=_rate(r["found"] for r in results),
+                shape_ok=_rate(r["shape_ok"] for r in results), motion_ok=_rate(r["motion_ok"] for r in results),
+                scenes_with_target_mask=len(edited),
+                psnr_vs_round_trip_mean=_mean(r["psnr_vs_round_trip"] for r in edited),
+                psnr_vs_round_trip_min=min((r["psnr_vs_round_trip"] for r in edited), default=None),
+                psnr_vs_round_trip_share_at_target=_rate(r["psnr_vs_round_trip"] >= PSNR_TARGET_DB for r in edited),
+                psnr_vs_original_mean=_mean(r["psnr_vs_original"] for r in edited),
+                round_trip_vs_original_mean=_mean(r["round_trip_vs_original"] for r in edited),
+                pass_alignment_vs_original=[_mean(r["passes"][i]["psnr_vs_original"] for r in results)
+                                            for i in range(passes)],
+                pass_presence=[_rate(r["passes"][i]["found"] for r in results) for i in range(passes)],
+                seconds_mean=_mean(seconds))
+
+
 def summarize(scenes: dict, configurations: list[str]) -> dict:
     "Rates and PSNRs per configuration: over every scene it ran on, and over the scenes every configuration ran on."
     ran = {name: [s for s in scenes.values() if name in s["results"]] for name in configurations}
     common = [s for s in scenes.values() if all(name in s["results"] for name in configurations)]
-    def stats(rows: list[dict], name: str) -> dict:
-        results = [s["results"][name] for s in rows]
-        edited = [r for r in results if r["target_mask_area"] > 0]
-        passes = len(results[0]["passes"]) if results else 0
-        return dict(scenes=len(results), presence=_rate(r["found"] for r in results), shape_ok=_rate(r["shape_ok"] for r in results),
-                    motion_ok=_rate(r["motion_ok"] for r in results), scenes_with_target_mask=len(edited),
-                    psnr_vs_round_trip_mean=_mean(r["psnr_vs_round_trip"] for r in edited),
-                    psnr_vs_round_trip_min=min((r["psnr_vs_round_trip"] for r in edited), default=None),
-                    psnr_vs_round_trip_share_at_target=_rate(r["psnr_vs_round_trip"] >= PSNR_TARGET_DB for r in edited),
-                    psnr_vs_original_mean=_mean(r["psnr_vs_original"] for r in edited),
-                    round_trip_vs_original_mean=_mean(r["round_trip_vs_original"] for r in edited),
-                    pass_alignment_vs_original=[_mean(r["passes"][i]["psnr_vs_original"] for r in results) for i in range(passes)],
-                    pass_presence=[_rate(r["passes"][i]["found"] for r in results) for i in range(passes)],
-                    seconds_mean=_mean(r.get("check_real_run_seconds", float("nan")) if r["seconds"] is None else r["seconds"] for r in results))
-    return dict(all_scenes={name: stats(ran[name], name) for name in configurations},
-                common_scenes={name: stats(common, name) for name in configurations} if common else {})
+    return dict(all_scenes={name: configuration_stats(ran[name], name) for name in configurations},
+                common_scenes={name: configuration_stats(common, name) for name in configurations} if common else {})
+
+
+def _percent(value) -> str: return "" if value is None else f"{100 * value:.0f}%"
+def _decibels(value) -> str: return "" if value is None else f"{value:.1f}"
 
 
 def markdown_table(summary: dict) -> str:
-    "The summary as two markdown tables: the results (every scene, then the scenes all configurations ran on), and every pass."
-    pct = lambda v: "" if v is None else f"{100 * v:.0f}%"
-    db = lambda v: "" if v is None else f"{v:.1f}"
+    "The summary as markdown tables: the results (every scene, then the scenes all configurations ran on); every pass."
+    pct, db = _percent, _decibels
     rows = [(name, s) for name, s in summary.get("all_scenes", {}).items() if s["scenes"]]
     common = [(name, s) for name, s in summary.get("common_scenes", {}).items() if s["scenes"]]
-    lines = ["| configuration | scenes | new object present | shape as asked | motion as asked | PSNR outside the mask vs VAE round trip: mean / min / share >= 35 dB "
-             "| PSNR outside vs original (round trip's own) | s per edit |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| configuration | scenes | new object present | shape as asked | motion as asked "
+             "| PSNR outside the mask vs VAE round trip: mean / min / share >= 35 dB "
+             "| PSNR outside vs original (round trip's own) | s per edit |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for group, label in ((rows, ""), (common, ", ablation scenes")):
         for name, s in group:
-            lines.append(f"| {name}{label} | {s['scenes']} | {pct(s['presence'])} | {pct(s['shape_ok'])} | {pct(s['motion_ok'])} "
-                         f"| {db(s['psnr_vs_round_trip_mean'])} / {db(s['psnr_vs_round_trip_min'])} / {pct(s['psnr_vs_round_trip_share_at_target'])} "
-                         f"| {db(s['psnr_vs_original_mean'])} ({db(s['round_trip_vs_original_mean'])}) | {'' if s['seconds_mean'] is None else round(s['seconds_mean'])} |")
+            seconds = "" if s["seconds_mean"] is None else round(s["seconds_mean"])
+            lines.append(f"| {name}{label} | {s['scenes']} | {pct(s['presence'])} | {pct(s['shape_ok'])} "
+                         f"| {pct(s['motion_ok'])} | {db(s['psnr_vs_round_trip_mean'])} / "
+                         f"{db(s['psnr_vs_round_trip_min'])} / {pct(s['psnr_vs_round_trip_share_at_target'])} "
+                         f"| {db(s['psnr_vs_original_mean'])} ({db(s['round_trip_vs_original_mean'])}) | {seconds} |")
     passes = max((len(s["pass_alignment_vs_original"]) for _, s in rows), default=0)
-    lines += ["", "| configuration | scenes | " + " | ".join(f"pass {i + 1}" for i in range(passes)) + " |", "| --- | --- |" + " --- |" * passes]
+    lines += ["", "| configuration | scenes | " + " | ".join(f"pass {i + 1}" for i in range(passes)) + " |",
+              "| --- | --- |" + " --- |" * passes]
     for name, s in common or rows:
         cells = [f"{db(a)} dB, {pct(p)}" for a, p in zip(s["pass_alignment_vs_original"], s["pass_presence"])]
         lines.append(f"| {name} | {s['scenes']} | " + " | ".join(cells + [""] * (passes - len(cells))) + " |")
     return "\n".join(lines)
 
 
-def _save_examples(path: Path, examples: dict) -> None:
-    partial = path.with_name(f".{path.stem}.partial.npz")
-    np.savez_compressed(partial, **examples)
-    os.replace(partial, path)
-
+# -- the run ----------------------------------------------------------------------------------------------------------
 
 def work_plan(count: int, ablation_count: int, early_ablations: int) -> list[tuple[int, list[str]]]:
-    "What to run, in order: every scene's default (and one_pass from it), `anchors_off` on the first `early_ablations` along; then the other ablation scenes."
-    plan = [(i, ["default", "one_pass"] + (["anchors_off"] if i < min(early_ablations, ablation_count) else [])) for i in range(count)]
-    return plan + [(i, ["anchors_off"]) for i in range(min(early_ablations, ablation_count), min(ablation_count, count))]
+    """What to run, in order: every scene's default (and one_pass from it), `anchors_off` on the first
+    `early_ablations` along; then the other ablation scenes."""
+    early = min(early_ablations, ablation_count)
+    plan = [(i, ["default", "one_pass"] + (["anchors_off"] if i < early else [])) for i in range(count)]
+    return plan + [(i, ["anchors_off"]) for i in range(early, min(ablation_count, count))]
 
 
-def main(argv=None) -> None:
+class ResultWriter:
+    "Keeps each result as it comes: into the JSON (with a fresh summary), the example frames, and a printed line."
+    def __init__(self, data: dict, out: Path, examples_path: Path, started: float):
+        self.data, self.out, self.examples_path, self.started = data, out, examples_path, started
+        self.examples = dict(np.load(examples_path)) if examples_path.exists() else {}
+
+    def save(self) -> None:
+        self.data["summary"] = summarize(self.data["scenes"], list(CONFIGURATIONS))
+        write_json(self.out, self.data)
+
+    def keep(self, case: dict, name: str, record: dict, pixels: torch.Tensor) -> None:
+        self.data["scenes"][str(case["index"])]["results"][name] = record
+        self.save()
+        if case["index"] < EXAMPLE_SCENES: self.keep_example(case, name, pixels)
+        print(f"scene {case['index']:2d} {name:11s} found={record['found']!s:5s} "
+              f"psnr_rt={record['psnr_vs_round_trip']:6.2f} psnr_orig={record['psnr_vs_original']:6.2f} "
+              f"passes={[float(p['psnr_vs_original']) for p in record['passes']]} "
+              f"{record['seconds'] or 0:.0f} s (total {time.perf_counter() - self.started:.0f} s)", flush=True)
+
+    def keep_example(self, case: dict, name: str, pixels: torch.Tensor) -> None:
+        frames = list(EXAMPLE_FRAMES)
+        self.examples[f"scene{case['index']}_{name}"] = (pixels[frames] * 255).round().byte().numpy()
+        source = render_scenes(case["scene"]).pixels[0, frames]
+        self.examples[f"scene{case['index']}_source"] = (source * 255).round().byte().numpy()
+        with atomic_write(self.examples_path) as partial: np.savez_compressed(partial, **self.examples)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=50, help="scenes for the default configuration (and one_pass, read from it)")
+    parser.add_argument("--count", type=int, default=50,
+                        help="scenes for the default configuration (and one_pass, read from it)")
     parser.add_argument("--ablation-count", type=int, default=20, help="scenes (the first ones) for anchors_off")
-    parser.add_argument("--early-ablations", type=int, default=10, help="anchors_off on this many first scenes along with the default; the rest after every default")
-    parser.add_argument("--budget-minutes", type=float, default=75, help="start no new work after this long (the JSON keeps what is done; run again to go on)")
+    parser.add_argument("--early-ablations", type=int, default=10,
+                        help="anchors_off on this many first scenes along with the default; the rest after every "
+                             "default")
+    parser.add_argument("--budget-minutes", type=float, default=75,
+                        help="start no new work after this long (the JSON keeps what is done; run again to go on)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--examples", type=Path, default=EXAMPLES)
-    parser.add_argument("--threads", type=int, default=2, help="at most this many torch threads (fewer while other processes hold cores)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="at most this many torch threads (fewer while other processes hold cores)")
     parser.add_argument("--report", action="store_true", help="print the table from the JSON, run nothing")
-    parser.add_argument("--smoke", action="store_true", help="check the script: one scene, few steps (SMOKE_OVERRIDES), "
-                        "results in a temporary folder unless --out is given; not a measurement")
+    parser.add_argument("--smoke", action="store_true",
+                        help="check the script: one scene, few steps (SMOKE_OVERRIDES), results in a temporary "
+                             "folder unless --out is given; not a measurement")
     args = parser.parse_args(argv)
-    if args.report:
-        if not args.out.exists(): parser.error(f"{args.out}: no results yet; run without --report first")
-        print(markdown_table(json.loads(args.out.read_text())["summary"])); return
-    overrides, smoke_dir = {}, None
-    if args.smoke:
-        overrides, args.count, args.ablation_count, args.early_ablations = SMOKE_OVERRIDES, 1, 1, 1
-        if args.out == RESULTS: smoke_dir = Path(tempfile.mkdtemp(prefix="toy-dynvfx-smoke-")); args.out = smoke_dir / RESULTS.name
-        if args.examples == EXAMPLES: args.examples = args.out.with_name(EXAMPLES.name)
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
-    torch.set_num_threads(args.threads)
-    from dynvfx.toy_world import load_toy_model
-    backbone = load_toy_model()
-    data.setdefault("settings", dict(scene_seed=SCENE_SEED, anchor_tolerance=ANCHOR_TOLERANCE, new_object_tolerance=NEW_OBJECT_TOLERANCE,
-                                     dilation_pixels=DILATION_PIXELS, overrides=SETTINGS, configurations=CONFIGURATIONS, deviations=DEVIATIONS,
-                                     torch=torch.__version__, threads=args.threads, **({"smoke_overrides": overrides} if overrides else {})))
-    scenes = data.setdefault("scenes", {})
-    examples = dict(np.load(args.examples)) if args.examples.exists() else {}
-    cases = edit_cases(args.count)
-    started = time.perf_counter()
+    if args.report and not args.out.exists(): parser.error(f"{args.out}: no results yet; run without --report first")
+    return args
+
+
+def smoke_setup(args: argparse.Namespace) -> tuple[dict, Path | None]:
+    "With --smoke: one scene with SMOKE_OVERRIDES, results in a temporary folder unless --out is given."
+    if not args.smoke: return {}, None
+    args.count, args.ablation_count, args.early_ablations, smoke_dir = 1, 1, 1, None
+    if args.out == RESULTS:
+        smoke_dir = Path(tempfile.mkdtemp(prefix="toy-dynvfx-smoke-")); args.out = smoke_dir / RESULTS.name
+    if args.examples == EXAMPLES: args.examples = args.out.with_name(EXAMPLES.name)
+    return SMOKE_OVERRIDES, smoke_dir
+
+
+def run_settings(args: argparse.Namespace, overrides: dict) -> dict:
+    "What the JSON's `settings` records."
+    return dict(scene_seed=SCENE_SEED, anchor_tolerance=ANCHOR_TOLERANCE, new_object_tolerance=NEW_OBJECT_TOLERANCE,
+                dilation_pixels=DILATION_PIXELS, overrides=SETTINGS, configurations=CONFIGURATIONS,
+                deviations=DEVIATIONS, torch=torch.__version__, threads=args.threads,
+                **({"smoke_overrides": overrides} if overrides else {}))
+
+
+def run_plan(backbone, args: argparse.Namespace, writer: ResultWriter, overrides: dict) -> None:
+    "Run what the work plan asks and the JSON lacks, until done or the time budget is spent."
+    cases, scenes = edit_cases(args.count), writer.data["scenes"]
     for index, configurations in work_plan(args.count, args.ablation_count, args.early_ablations):
         case = cases[index]
         entry = scenes.setdefault(str(index), {**case_description(case), "results": {}})
         todo = [n for n in configurations if n not in entry["results"]]
-        if "one_pass" in todo and "default" not in todo: todo.insert(0, "default")   # one_pass is read from the default run
+        if "one_pass" in todo and "default" not in todo: todo.insert(0, "default")   # one_pass is read from default
         if not todo: continue
-        if time.perf_counter() - started > 60 * args.budget_minutes:
-            print(f"budget of {args.budget_minutes} minutes spent: stopping before scene {index} {todo}; run again to go on", flush=True); break
-        def keep(name, record, pixels, entry=entry, case=case):
-            entry["results"][name] = record
-            data["summary"] = summarize(scenes, list(CONFIGURATIONS))
-            _write_json(args.out, data)
-            if case["index"] < EXAMPLE_SCENES:
-                frames = list(EXAMPLE_FRAMES)
-                examples[f"scene{case['index']}_{name}"] = (pixels[frames] * 255).round().byte().numpy()
-                examples[f"scene{case['index']}_source"] = (render_scenes(case["scene"]).pixels[0, frames] * 255).round().byte().numpy()
-                _save_examples(args.examples, examples)
-            print(f"scene {case['index']:2d} {name:11s} found={record['found']!s:5s} psnr_rt={record['psnr_vs_round_trip']:6.2f} "
-                  f"psnr_orig={record['psnr_vs_original']:6.2f} passes={[float(p['psnr_vs_original']) for p in record['passes']]} "
-                  f"{record['seconds'] or 0:.0f} s (total {time.perf_counter() - started:.0f} s)", flush=True)
+        if time.perf_counter() - writer.started > 60 * args.budget_minutes:
+            print(f"budget of {args.budget_minutes} minutes spent: stopping before scene {index} {todo}; "
+                  f"run again to go on", flush=True)
+            break
         with tempfile.TemporaryDirectory(prefix="toy-dynvfx-") as work:
-            evaluate_case(backbone, case, todo, Path(work), on_result=keep, check_one_pass=index == 0 and "one_pass" in todo,
-                          overrides=overrides, max_threads=args.threads)
-    data["summary"] = summarize(scenes, list(CONFIGURATIONS))
-    _write_json(args.out, data)
+            evaluate_case(backbone, case, todo, Path(work), overrides=overrides, max_threads=args.threads,
+                          on_result=lambda name, record, pixels, case=case: writer.keep(case, name, record, pixels),
+                          check_one_pass=index == 0 and "one_pass" in todo)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.report:
+        print(markdown_table(json.loads(args.out.read_text())["summary"])); return
+    overrides, smoke_dir = smoke_setup(args)
+    data = json.loads(args.out.read_text()) if args.out.exists() else {}
+    torch.set_num_threads(args.threads)
+    from dynvfx.toy_world import load_toy_model
+    backbone = load_toy_model()
+    data.setdefault("settings", run_settings(args, overrides))
+    data.setdefault("scenes", {})
+    writer = ResultWriter(data, args.out, args.examples, time.perf_counter())
+    run_plan(backbone, args, writer, overrides)
+    writer.save()
     print(markdown_table(data["summary"]))
     if smoke_dir: shutil.rmtree(smoke_dir)
 

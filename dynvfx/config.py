@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .core import DynVFXError
+from .core import DynVFXError, atomic_write_text
 
 # %% auto #0
 __all__ = ['PROTOCOL_FILE', 'Section', 'ModelSettings', 'VideoSettings', 'InversionSettings', 'SamplingSettings',
@@ -34,9 +34,11 @@ class ModelSettings(Section):
     cpu_offload: Literal["none", "model", "sequential"] = "none"   # "model" fits 24 GB cards
     vae_tiling: bool = False              # decode in tiles: less memory, slightly slower
     vae_slicing: bool = False             # decode one sample of a batch at a time
-    attention_backend: str = "sdpa"       # "sdpa" (PyTorch picks), "cudnn", "flash", "efficient", "math", or a diffusers dispatcher backend ("flash_3", "sage", ...)
+    attention_backend: str = "sdpa"       # "sdpa" (PyTorch picks), "cudnn", "flash", "efficient", "math", or a
+                                          # diffusers dispatcher backend ("flash_3", "sage", ...)
     compile: bool = False                 # torch.compile the repeated transformer block
-    branch_parallel: bool = False         # under torchrun with 2 processes: one GPU runs the conditional (and source) branch, the other the unconditional one (14_parallel)
+    branch_parallel: bool = False         # under torchrun with 2 processes: one GPU runs the conditional (and
+                                          # source) branch, the other the unconditional one (14_parallel)
 
 class VideoSettings(Section):
     "How the source clip is brought to the model's frame count and size."
@@ -63,7 +65,8 @@ class SamplingSettings(Section):
 # %% ../nbs/02_config.ipynb #ab3469a1
 class AnchorSettings(Section):
     "Anchor Extended Attention: which source keys and values the edit may look at, and when."
-    mode: Literal["anchor", "masked", "full", "off"] = "anchor"  # paper: "anchor" (thinned masks); "masked": every mask token; "full": every source token
+    # paper: "anchor" (thinned masks); "masked": every mask token; "full": every source token; "off": no extension
+    mode: Literal["anchor", "masked", "full", "off"] = "anchor"
     anchor_keep_rate: float = Field(0.7, ge=0, le=1)       # share of anchor-object tokens kept
     background_keep_rate: float = Field(0.05, ge=0, le=1)  # share of background tokens added
     window: tuple[int, int] = (619, 899)  # active for t_min <= t <= t_max (of 1000)
@@ -73,7 +76,8 @@ class AnchorSettings(Section):
     @field_validator("window")
     @classmethod
     def _window_ordered(cls, window):
-        if not 0 <= window[0] <= window[1] <= 1000: raise ValueError("must be [t_min, t_max] with 0 <= t_min <= t_max <= 1000")
+        if not 0 <= window[0] <= window[1] <= 1000:
+            raise ValueError("must be [t_min, t_max] with 0 <= t_min <= t_max <= 1000")
         return window
 
     @field_validator("layers")
@@ -86,7 +90,8 @@ class AnchorSettings(Section):
 # %% ../nbs/02_config.ipynb #c3de2248
 class RefinementSettings(Section):
     "Iterative latent refinement: the SDEdit passes that estimate the residual."
-    pass_timesteps: list[int] = [899, 779, 679, 579, 479, 379]  # where each pass starts (descending); each runs to the end of the schedule
+    # where each pass starts (descending); each pass runs to the end of the schedule
+    pass_timesteps: list[int] = [899, 779, 679, 579, 479, 379]
     save_intermediates: bool = False      # write each pass's composite, regenerated clip and target mask
 
     @field_validator("pass_timesteps")
@@ -101,7 +106,9 @@ class MaskSettings(Section):
     opening: bool = True                  # morphological opening of every mask (removes specks)
     erosion: bool = False                 # erode masks after opening
     kernel_size: int = Field(5, ge=1)     # structuring element size in pixels (odd)
-    to_latent: Literal["cluster", "area"] = "cluster"  # paper: VAE-encode the mask video and split the latents in two clusters; "area": area-downsample and threshold
+    # paper ("cluster"): VAE-encode the mask video and split the latents in two clusters; "area": area-downsample
+    # and threshold
+    to_latent: Literal["cluster", "area"] = "cluster"
     area_threshold: float = Field(0.5, gt=0, lt=1)     # share of a latent cell that must be covered ("area")
 
 # %% ../nbs/02_config.ipynb #e792b14e
@@ -130,15 +137,15 @@ class AssistantSettings(Section):
 PROTOCOL_FILE = "protocol.json"  # the protocol's name inside a run's folder
 
 class DynVFXConfig(Section):
-    "Every setting of a DynVFX run."
+    "Every setting of a DynVFX run, and (as properties) the folders and files the run writes."
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
-    video_path: Path | None = Field(None, alias="data_path")  # frames folder or video file (the authors call it data_path)
+    video_path: Path | None = Field(None, alias="data_path")  # frames folder or video file (the authors' data_path)
     new_content: str | None = None        # the instruction: what to add to the video
     output_path: Path = Path("outputs/dynvfx")  # everything the run writes goes here
     target_folder: str | None = None      # optional sub-folder of output_path for this edit
-    latents_path: Path | None = None      # reference-latent cache (default: <output>/reference_latents)
-    masks_dir: Path | None = None         # source masks (default: <output>/masks)
+    latents_path: Path | None = None      # reference-latent cache (default: <run_dir>/reference_latents)
+    masks_dir: Path | None = None         # source masks (default: <run_dir>/masks)
     mode: Literal["auto", "generate", "execute", "invert"] = "auto"
     source_caption: str | None = None     # give your own captions to override the assistant's
     target_caption: str | None = None
@@ -162,25 +169,33 @@ class DynVFXConfig(Section):
 
     @property
     def run_dir(self) -> Path:
-        "The folder this edit writes to."
+        "The folder this edit writes to: `output_path`, or its `target_folder` when there is one."
         return self.output_path / self.target_folder if self.target_folder else self.output_path
     @property
-    def reference_latents_dir(self) -> Path: return self.latents_path or self.run_dir / "reference_latents"
+    def reference_latents_dir(self) -> Path:
+        "The reference-latent cache: `latents_path`, or `reference_latents` in the run's folder."
+        return self.latents_path or self.run_dir / "reference_latents"
     @property
-    def source_masks_dir(self) -> Path: return self.masks_dir or self.run_dir / "masks"
+    def source_masks_dir(self) -> Path:
+        "The anchors' mask folders: `masks_dir`, or `masks` in the run's folder."
+        return self.masks_dir or self.run_dir / "masks"
     @property
-    def protocol_path(self) -> Path: return self.run_dir / PROTOCOL_FILE
+    def protocol_path(self) -> Path:
+        "The edit's protocol (captions, anchors, new object): `protocol.json` in the run's folder."
+        return self.run_dir / PROTOCOL_FILE
 
 # %% ../nbs/02_config.ipynb #100e3590
 def config_error(error: ValidationError, source: str, model: type[BaseModel] = DynVFXConfig) -> DynVFXError:
     "One line naming `source`, the field and the fix, from the first pydantic error."
     first = error.errors()[0]
-    loc = tuple(part for part in first["loc"] if not str(part).startswith(("function-", "literal[", "tuple[", "list[")))
+    generated = ("function-", "literal[", "tuple[", "list[")  # pydantic's names for the parts of a union
+    loc = tuple(part for part in first["loc"] if not str(part).startswith(generated))
     field = ".".join(str(part) for part in loc) or "(top level)"
     if first["type"] == "extra_forbidden":
         parent = model
         for part in loc[:-1]:
-            annotation = parent.model_fields[str(part)].annotation if isinstance(parent, type) and str(part) in getattr(parent, "model_fields", {}) else None
+            fields = getattr(parent, "model_fields", {}) if isinstance(parent, type) else {}
+            annotation = fields[str(part)].annotation if str(part) in fields else None
             parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
             if parent is None: break
         known = sorted(parent.model_fields) if parent is not None else []
@@ -195,7 +210,8 @@ def config_error(error: ValidationError, source: str, model: type[BaseModel] = D
 def parse_config(data: dict[str, Any] | None, source: str = "settings") -> DynVFXConfig:
     "Validate a settings dict (as read from YAML) into a `DynVFXConfig`."
     if data is None: data = {}
-    if not isinstance(data, dict): raise DynVFXError(f"{source}: the settings must be a mapping of keys to values, not {type(data).__name__}")
+    if not isinstance(data, dict):
+        raise DynVFXError(f"{source}: the settings must be a mapping of keys to values, not {type(data).__name__}")
     try: return DynVFXConfig.model_validate(data)
     except ValidationError as e: raise config_error(e, source) from None
 
@@ -203,12 +219,14 @@ def parse_config(data: dict[str, Any] | None, source: str = "settings") -> DynVF
 def load_config(path: str | Path) -> DynVFXConfig:
     "Read and validate a YAML settings file."
     path = Path(path)
-    if not path.is_file(): raise DynVFXError(f"{path}: no such settings file; pass the path of a YAML file such as user_config.yaml")
+    if not path.is_file():
+        raise DynVFXError(f"{path}: no such settings file; pass the path of a YAML file such as user_config.yaml")
     try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise DynVFXError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e}); fix the syntax") from None
+        problem = getattr(e, "problem", None) or e
+        raise DynVFXError(f"{path}: not valid YAML{where} ({problem}); fix the syntax") from None
     except UnicodeDecodeError: raise DynVFXError(f"{path}: not a text file; a settings file is YAML text") from None
     return parse_config(data, str(path))
 
@@ -217,31 +235,29 @@ def config_dict(config: DynVFXConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 def save_config(config: DynVFXConfig, path: str | Path) -> Path:
-    "Write every setting (defaults included) as YAML; written then renamed."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(yaml.safe_dump(config_dict(config), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    partial.replace(path)
-    return path
+    "Write every setting (defaults included) as YAML, whole or not at all; returns the path."
+    return atomic_write_text(path, yaml.safe_dump(config_dict(config), sort_keys=False, allow_unicode=True))
 
 # %% ../nbs/02_config.ipynb #384d2367
-def apply_overrides(config: DynVFXConfig, overrides: dict[str, Any] | list[str], source: str = "--set") -> DynVFXConfig:
+def apply_overrides(config: DynVFXConfig, overrides: dict[str, Any] | list[str],
+                    source: str = "--set") -> DynVFXConfig:
     "A copy of `config` with dotted-name fields replaced (`{'sampling.steps': 20}` or `['sampling.steps=20']`)."
     if isinstance(overrides, list):
         pairs = {}
         for item in overrides:
-            if "=" not in item: raise DynVFXError(f"{source} {item!r}: write overrides as field=value, e.g. sampling.steps=20")
+            if "=" not in item:
+                raise DynVFXError(f"{source} {item!r}: write overrides as field=value, e.g. sampling.steps=20")
             key, value = item.split("=", 1)
             try: pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
             except yaml.YAMLError: pairs[key.strip()] = value
         overrides = pairs
     data = config.model_dump(mode="json", by_alias=False)
     for key, value in overrides.items():
+        unknown = DynVFXError(f"{source}: unknown key '{key}'; use a dotted name such as sampling.steps")
         node, parts = data, key.split(".")
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict): raise DynVFXError(f"{source}: unknown key '{key}'; use a dotted name such as sampling.steps")
+            if not isinstance(node.get(part), dict): raise unknown
             node = node[part]
-        if parts[-1] not in node: raise DynVFXError(f"{source}: unknown key '{key}'; use a dotted name such as sampling.steps")
+        if parts[-1] not in node: raise unknown
         node[parts[-1]] = value
     return parse_config(data, source)

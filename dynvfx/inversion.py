@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,7 +15,9 @@ from tqdm.auto import tqdm
 
 from .backbone import Backbone, sampling_timesteps
 from .config import InversionSettings
-from .core import DynVFXError
+from .core import DynVFXError, atomic_write, atomic_write_text, remove_partials
+
+if TYPE_CHECKING: from diffusers import SchedulerMixin  # for annotations only, quoted: imports stay cheap
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'SETTING_NAMES', 'MANIFEST_FILE', 'CLEAN_FILE', 'ddim_step', 'inversion_timesteps', 'InversionError',
@@ -36,7 +37,7 @@ def ddim_step(latents: torch.Tensor,  # x_t, at signal level alpha_from
     return alpha_to ** 0.5 * clean + (1 - alpha_to) ** 0.5 * noise
 
 # %% ../nbs/04_inversion.ipynb #04fa5543
-def inversion_timesteps(scheduler,                      # the backbone's DDIM scheduler
+def inversion_timesteps(scheduler: "SchedulerMixin",    # the backbone's DDIM scheduler
                         steps: int,                     # inversion steps N (of the whole range)
                         sampling_steps: int,            # sampling steps S whose timesteps are saved
                         max_timestep: int | None = None # stop at the highest sampling timestep <= this; None: 999
@@ -44,12 +45,15 @@ def inversion_timesteps(scheduler,                      # the backbone's DDIM sc
     "The inversion grid up to the last saved timestep, and the saved sampling timesteps, both ascending."
     schedule = type(scheduler).from_config(scheduler.config)  # leave the backbone's scheduler as it is
     if not 1 <= steps <= schedule.config.num_train_timesteps:
-        raise DynVFXError(f"inversion.steps: {steps} is outside 1..{schedule.config.num_train_timesteps}; use a multiple of sampling.steps such as {5 * sampling_steps}")
+        raise DynVFXError(f"inversion.steps: {steps} is outside 1..{schedule.config.num_train_timesteps}; "
+                          f"use a multiple of sampling.steps such as {5 * sampling_steps}")
     grid = sampling_timesteps(schedule, steps).flip(0).tolist()
     sampled = sampling_timesteps(schedule, sampling_steps).flip(0).tolist()
     missing = sorted(set(sampled) - set(grid))
     if missing:
-        raise DynVFXError(f"inversion.steps: the {steps}-step inversion grid misses sampling timestep {missing[0]} of the {sampling_steps}-step schedule; use a multiple of sampling.steps ({sampling_steps}), such as {5 * sampling_steps}")
+        raise DynVFXError(f"inversion.steps: the {steps}-step inversion grid misses sampling timestep {missing[0]} "
+                          f"of the {sampling_steps}-step schedule; use a multiple of sampling.steps "
+                          f"({sampling_steps}), such as {5 * sampling_steps}")
     saved = [t for t in sampled if max_timestep is None or t <= max_timestep]
     return (grid[:grid.index(saved[-1]) + 1] if saved else []), saved
 
@@ -70,8 +74,10 @@ def inversion_step(backbone: Backbone,
     alpha_from = float(backbone.scheduler.final_alpha_cumprod if timestep_from is None else alphas[timestep_from])
     velocity = backbone.predict(latents, timestep_to, prompt_embeds, rotary)
     if not torch.isfinite(velocity).all():
-        raise InversionError(f"{label} (t={'clean' if timestep_from is None else timestep_from} -> {timestep_to}): the model's prediction has NaN or Inf values; "
-                             f"rerun to resume from the last saved timestep, and if it repeats use model.dtype 'bfloat16' or 'float32' instead of 'float16'")
+        start = "clean" if timestep_from is None else timestep_from
+        raise InversionError(f"{label} (t={start} -> {timestep_to}): the model's prediction has NaN or Inf values; "
+                             "rerun to resume from the last saved timestep, and if it repeats use model.dtype "
+                             "'bfloat16' or 'float32' instead of 'float16'")
     return ddim_step(latents, velocity, alpha_from, float(alphas[timestep_to]))
 
 # %% ../nbs/04_inversion.ipynb #7ae2258a
@@ -84,7 +90,9 @@ def clip_hash(pixels: torch.Tensor) -> str:
 
 def library_versions() -> dict[str, str]:
     "Versions of the libraries whose arithmetic the reference latents depend on."
-    import diffusers, transformers, dynvfx
+    import diffusers
+    import transformers
+    import dynvfx
     return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "dynvfx": dynvfx.__version__}
 
@@ -116,20 +124,23 @@ class ReferenceManifest(BaseModel):
     timesteps: list[int] = []             # saved so far, ascending (the order they are made in)
 
 # %% ../nbs/04_inversion.ipynb #7bb7ec0f
-def cache_inputs(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings, sampling_steps: int = 50) -> CacheInputs:
+def cache_inputs(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings,
+                 sampling_steps: int = 50) -> CacheInputs:
     "The inputs a cache of this clip, backbone and settings must have been made from."
-    if pixels.ndim != 4 or pixels.shape[1] != 3: raise ValueError(f"expected pixels (F, 3, H, W), got {tuple(pixels.shape)}")
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"expected pixels (F, 3, H, W), got {tuple(pixels.shape)}")
     num_frames, _, height, width = pixels.shape
     return CacheInputs(model_id=str(backbone.model_id), revision=getattr(backbone, "revision", None),
-                       dtype=str(backbone.dtype).removeprefix("torch."), num_frames=num_frames, height=height, width=width,
-                       inversion_steps=settings.steps, prompt=settings.prompt, sampling_steps=sampling_steps,
-                       content_hash=clip_hash(pixels), versions=library_versions())
+                       dtype=str(backbone.dtype).removeprefix("torch."), num_frames=num_frames, height=height,
+                       width=width, inversion_steps=settings.steps, prompt=settings.prompt,
+                       sampling_steps=sampling_steps, content_hash=clip_hash(pixels), versions=library_versions())
 
 # %% ../nbs/04_inversion.ipynb #d6fc99a0
 SETTING_NAMES = {"model_id": "model.model_id", "revision": "model.revision", "dtype": "model.dtype",
                  "num_frames": "video.num_frames", "height": "video.height", "width": "video.width",
-                 "inversion_steps": "inversion.steps", "prompt": "inversion.prompt", "sampling_steps": "sampling.steps",
-                 "content_hash": "the clip (content hash)", "versions": "library versions"}
+                 "inversion_steps": "inversion.steps", "prompt": "inversion.prompt",
+                 "sampling_steps": "sampling.steps", "content_hash": "the clip (content hash)",
+                 "versions": "library versions"}
 
 def check_cache_inputs(found: CacheInputs, expected: CacheInputs, folder: Path | str, fix: str) -> None:
     "Raise a one-line `DynVFXError` naming the first field in which a cache's inputs differ from the expected ones."
@@ -137,7 +148,9 @@ def check_cache_inputs(found: CacheInputs, expected: CacheInputs, folder: Path |
         cached, now = getattr(found, field), getattr(expected, field)
         if cached == now: continue
         if field == "content_hash": detail = f"cache {cached[:12]}, now {now[:12]}"
-        elif field == "versions": detail = ", ".join(f"{k} {cached.get(k)} -> {now.get(k)}" for k in sorted({*cached, *now}) if cached.get(k) != now.get(k))
+        elif field == "versions":
+            changed = sorted(k for k in {*cached, *now} if cached.get(k) != now.get(k))
+            detail = ", ".join(f"{k} {cached.get(k)} -> {now.get(k)}" for k in changed)
         else: detail = f"cache {cached!r}, now {now!r}"
         raise DynVFXError(f"reference cache {folder}: {name} differs ({detail}); {fix}")
 
@@ -148,29 +161,29 @@ def timestep_file(timestep: int) -> str:
     "The file name of the latents saved at `timestep`."
     return f"t{int(timestep):04d}.safetensors"
 
-def _replace_atomically(path: Path, write) -> None:
-    "Write a file through `write(temporary_path)`, then rename it into place."
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
-
 def _save_latents(path: Path, latents: torch.Tensor) -> None:
+    "Write latents to a safetensors file, in float32, whole or not at all."
     from safetensors.torch import save_file
-    _replace_atomically(path, lambda p: save_file({"latents": latents.detach().to("cpu", torch.float32).contiguous()}, str(p)))
+    with atomic_write(path) as partial:
+        save_file({"latents": latents.detach().to("cpu", torch.float32).contiguous()}, str(partial))
 
 def _write_manifest(folder: Path, manifest: ReferenceManifest) -> None:
-    _replace_atomically(folder / MANIFEST_FILE, lambda p: p.write_text(manifest.model_dump_json(indent=1) + "\n"))
+    "Replace the cache's manifest, whole or not at all."
+    atomic_write_text(folder / MANIFEST_FILE, manifest.model_dump_json(indent=1) + "\n")
 
 # %% ../nbs/04_inversion.ipynb #491c1460
 def _read_manifest(folder: Path) -> ReferenceManifest | None:
     "The folder's manifest; None when there is none; a `DynVFXError` when it cannot be read."
     path = folder / MANIFEST_FILE
     if not path.exists(): return None
-    try: manifest = ReferenceManifest.model_validate_json(path.read_text())
+    try: manifest = ReferenceManifest.model_validate_json(path.read_text(encoding="utf-8"))
     except (ValidationError, ValueError, OSError) as e:
-        raise DynVFXError(f"reference cache {path}: unreadable manifest ({str(e).splitlines()[0][:120]}); delete the folder or rebuild it") from None
+        problem = str(e).splitlines()[0][:120]
+        raise DynVFXError(f"reference cache {path}: unreadable manifest ({problem}); "
+                          "delete the folder or rebuild it") from None
     if manifest.format != CACHE_FORMAT:
-        raise DynVFXError(f"reference cache {path}: cache format {manifest.format}, this version of dynvfx writes {CACHE_FORMAT}; delete the folder or rebuild it")
+        raise DynVFXError(f"reference cache {path}: cache format {manifest.format}, this version of dynvfx writes "
+                          f"{CACHE_FORMAT}; delete the folder or rebuild it")
     return manifest
 
 # %% ../nbs/04_inversion.ipynb #36caa73a
@@ -187,18 +200,20 @@ class ReferenceLatents:
     @property
     def max_timestep(self) -> int | None: return max(self.manifest.timesteps, default=None)
 
-    def __contains__(self, timestep) -> bool: return int(timestep) in self.manifest.timesteps
+    def __contains__(self, timestep: int | torch.Tensor) -> bool: return int(timestep) in self.manifest.timesteps
 
     def _load(self, path: Path, device, dtype) -> torch.Tensor:
         from safetensors.torch import load_file
         latents = load_file(str(path))["latents"]
         return latents.to(device or "cpu", dtype or torch.float32)
 
-    def load(self, timestep: int | torch.Tensor, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def load(self, timestep: int | torch.Tensor, device: torch.device | str | None = None,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
         "x_t at a saved timestep, (1, F_lat, C, h, w), float32 on the CPU unless asked otherwise."
         if timestep not in self:
             saved = "none" if self.max_timestep is None else f"up to t={self.max_timestep}"
-            raise DynVFXError(f"reference cache {self.folder}: no latents for t={int(timestep)} (saved: {saved}); run the inversion again with a higher max_timestep to extend it")
+            raise DynVFXError(f"reference cache {self.folder}: no latents for t={int(timestep)} (saved: {saved}); "
+                              "run the inversion again with a higher max_timestep to extend it")
         return self._load(self.folder / timestep_file(timestep), device, dtype)
 
     @property
@@ -207,7 +222,8 @@ class ReferenceLatents:
         return self._load(self.folder / CLEAN_FILE, None, None)
 
     def __repr__(self) -> str:
-        return f"ReferenceLatents({str(self.folder)!r}, {len(self.manifest.timesteps)} timesteps up to {self.max_timestep}, latents {self.manifest.latent_shape})"
+        return (f"ReferenceLatents({str(self.folder)!r}, {len(self.manifest.timesteps)} timesteps up to "
+                f"{self.max_timestep}, latents {self.manifest.latent_shape})")
 
 # %% ../nbs/04_inversion.ipynb #7162aa8b
 def open_reference_latents(cache_dir: Path | str,
@@ -218,32 +234,37 @@ def open_reference_latents(cache_dir: Path | str,
     folder = Path(cache_dir)
     manifest = _read_manifest(folder)
     if manifest is None:
-        raise DynVFXError(f"reference cache {folder}: no {MANIFEST_FILE} here; run the inversion first (dynvfx invert) or point at the folder it wrote")
+        raise DynVFXError(f"reference cache {folder}: no {MANIFEST_FILE} here; "
+                          "run the inversion first (dynvfx invert) or point at the folder it wrote")
     fix = "delete the folder, use another cache folder, or rebuild it"
     if expected is not None: check_cache_inputs(manifest.inputs, expected, folder, fix)
     needed = [t for t in manifest.sampling_timesteps if max_timestep is None or t <= max_timestep]
     missing = [t for t in needed if t not in manifest.timesteps]
     if missing:
         reach = f"goes up to t={max(manifest.timesteps)}" if manifest.timesteps else "holds no noisy latents yet"
-        raise DynVFXError(f"reference cache {folder}: it {reach} but t={max(missing)} is needed; run the inversion again to extend it (it resumes)")
+        raise DynVFXError(f"reference cache {folder}: it {reach} but t={max(missing)} is needed; "
+                          "run the inversion again to extend it (it resumes)")
     for name in [CLEAN_FILE] + [timestep_file(t) for t in manifest.timesteps]:
         if not (folder / name).exists():
-            raise DynVFXError(f"reference cache {folder / name} is missing; run the inversion again (it resumes from the last complete timestep)")
+            raise DynVFXError(f"reference cache {folder / name} is missing; "
+                              "run the inversion again (it resumes from the last complete timestep)")
     return ReferenceLatents(folder, manifest)
 
 # %% ../nbs/04_inversion.ipynb #6012b048
 def _clear_cache(folder: Path) -> None:
     "Delete a cache's own files, the manifest first."
-    for path in [folder / MANIFEST_FILE, *folder.glob("t[0-9][0-9][0-9][0-9].safetensors"), folder / CLEAN_FILE, *folder.glob("*.partial")]:
-        path.unlink(missing_ok=True)
+    timestep_files = folder.glob("t[0-9][0-9][0-9][0-9].safetensors")
+    for path in [folder / MANIFEST_FILE, *timestep_files, folder / CLEAN_FILE]: path.unlink(missing_ok=True)
 
 def _open_or_create(folder: Path, inputs: CacheInputs, if_mismatch: str) -> ReferenceManifest | None:
     "The folder's manifest if it matches `inputs` and its clean latents are there; None for a fresh start."
     folder.mkdir(parents=True, exist_ok=True)
-    for partial in folder.glob("*.partial"): partial.unlink()  # left by a run that stopped mid-write
+    remove_partials(folder)  # left by a run that stopped mid-write
+    fix = ("use another cache folder, delete it, or rebuild it "
+           "(if_mismatch='rebuild' in Python, --redo inversion on the command line)")
     try:
         manifest = _read_manifest(folder)
-        if manifest is not None: check_cache_inputs(manifest.inputs, inputs, folder, "use another cache folder, delete it, or rebuild it (if_mismatch='rebuild' in Python, --redo inversion on the command line)")
+        if manifest is not None: check_cache_inputs(manifest.inputs, inputs, folder, fix)
     except DynVFXError:
         if if_mismatch != "rebuild": raise
         manifest = None
@@ -263,7 +284,7 @@ def _complete_prefix(folder: Path, manifest: ReferenceManifest) -> list[int]:
 def invert_clip(backbone: Backbone,
                 pixels: torch.Tensor,                        # the source clip, (F, C, H, W) float in [0, 1]
                 settings: InversionSettings | None = None,   # inversion steps and prompt
-                cache_dir: Path | str = "reference_latents", # the cache folder (created; only its own files are touched)
+                cache_dir: Path | str = "reference_latents", # the cache folder (created; only its own files touched)
                 sampling_steps: int = 50,                    # the sampling schedule whose timesteps are saved
                 max_timestep: int | None = None,             # invert only up to this timestep; None: to 999
                 if_mismatch: Literal["refuse", "rebuild"] = "refuse",  # what to do with a cache made from other inputs
@@ -277,8 +298,9 @@ def invert_clip(backbone: Backbone,
     if manifest is None:
         clean = backbone.encode_video(pixels).float()
         _save_latents(folder / CLEAN_FILE, clean)
+        schedule = type(backbone.scheduler).from_config(backbone.scheduler.config)  # leave the backbone's as it is
         manifest = ReferenceManifest(inputs=inputs, latent_shape=tuple(clean.shape),
-                                     sampling_timesteps=tuple(sampling_timesteps(type(backbone.scheduler).from_config(backbone.scheduler.config), sampling_steps).tolist()))
+                                     sampling_timesteps=tuple(sampling_timesteps(schedule, sampling_steps).tolist()))
         _write_manifest(folder, manifest)
     elif manifest.timesteps != (kept := _complete_prefix(folder, manifest)):
         manifest.timesteps = kept; _write_manifest(folder, manifest)
@@ -291,7 +313,8 @@ def invert_clip(backbone: Backbone,
     rotary = backbone.rotary_embedding(backbone.token_grid(num_frames, height, width))
     first = 0 if start is None else grid.index(start) + 1
     timestep_from = start
-    for index in tqdm(range(first, len(grid)), desc="inversion", initial=first, total=len(grid), disable=not progress, leave=False):
+    for index in tqdm(range(first, len(grid)), desc="inversion", initial=first, total=len(grid),
+                      disable=not progress, leave=False):
         timestep_to = grid[index]
         latents = inversion_step(backbone, latents, timestep_from, timestep_to, prompt_embeds, rotary,
                                  label=f"inversion step {index + 1} of {len(grid)}")

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
@@ -18,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import build_docs  # noqa: E402
+from tools import build_docs
 
 NOTEBOOKS = build_docs.notebook_paths()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -44,7 +41,8 @@ window.addEventListener("load", async () => {
     h1: [...document.querySelectorAll("h1")].filter(shown).map(h => h.textContent.trim()),
     images: [...document.querySelectorAll("main img")].map(i => ({src: (i.getAttribute("src") || "").slice(0, 80),
              loaded: i.complete && i.naturalWidth > 0, shown: shown(i)})),
-    videos: videos.map(v => ({src: (v.currentSrc || "").slice(0, 80), playable: v.readyState >= 1 && !v.error && v.videoWidth > 0,
+    videos: videos.map(v => ({src: (v.currentSrc || "").slice(0, 80),
+             playable: v.readyState >= 1 && !v.error && v.videoWidth > 0,
              shown: shown(v)})),
   };
   const out = document.createElement("pre"); out.id = "site-check"; out.hidden = true;
@@ -97,7 +95,8 @@ def test_page_shows_title_and_figures(notebook, site, shown):
     assert page.title in report["title"]
     broken = [i["src"] for i in report["images"] if not (i["loaded"] and i["shown"])]
     assert not broken, f"{page.name}: images not shown: {broken}"
-    assert len(report["images"]) >= page.figures, f"{page.name}: {len(report['images'])} images shown, the notebook has {page.figures}"
+    assert len(report["images"]) >= page.figures, \
+        f"{page.name}: {len(report['images'])} images shown, the notebook has {page.figures}"
     unplayable = [v["src"] for v in report["videos"] if not (v["playable"] and v["shown"])]
     assert not unplayable, f"{page.name}: videos that do not play: {unplayable}"
     assert len(report["videos"]) >= page.videos
@@ -105,14 +104,17 @@ def test_page_shows_title_and_figures(notebook, site, shown):
 
 class _Resources(HTMLParser):
     "What a page loads by itself: scripts, styles, images, media, frames (links a reader clicks do not count)."
+    LOADING_TAGS = {"script", "img", "iframe", "video", "audio", "source", "embed", "track"}
+    LOADING_LINKS = {"stylesheet", "icon", "preload", "modulepreload", "manifest"}
+
     def __init__(self):
         super().__init__(); self.urls = []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag in ("script", "img", "iframe", "video", "audio", "source", "embed", "track"): self.urls += [attrs.get("src"), attrs.get("poster")]
-        if tag == "link" and set((attrs.get("rel") or "").split()) & {"stylesheet", "icon", "preload", "modulepreload", "manifest"}:
-            self.urls.append(attrs.get("href"))
+        if tag in self.LOADING_TAGS: self.urls += [attrs.get("src"), attrs.get("poster")]
+        rel = set((attrs.get("rel") or "").split())
+        if tag == "link" and rel & self.LOADING_LINKS: self.urls.append(attrs.get("href"))
 
 
 def test_site_loads_nothing_from_the_network(site):
@@ -120,9 +122,11 @@ def test_site_loads_nothing_from_the_network(site):
     remote = re.compile(r"^\s*(https?:)?//", flags=re.I)
     for path in [*out.rglob("*.html"), *out.rglob("*.css")]:
         text = path.read_text(encoding="utf-8")
-        if path.suffix == ".css": urls = re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(r"@import\s+['\"]([^'\"]+)", text)
+        if path.suffix == ".css":
+            urls = re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(r"@import\s+['\"]([^'\"]+)", text)
         else: parser = _Resources(); parser.feed(text); urls = [u for u in parser.urls if u]
-        assert not [u for u in urls if remote.match(u)], f"{path.relative_to(out)} loads {[u for u in urls if remote.match(u)][:3]}"
+        remote_urls = [u for u in urls if remote.match(u)]
+        assert not remote_urls, f"{path.relative_to(out)} loads {remote_urls[:3]}"
     assert {p.name for p in out.glob("*.html")} >= {page.name for page in pages.values()}
 
 
@@ -130,7 +134,8 @@ def test_every_notebook_has_a_page_in_the_sidebar(site):
     out, pages = site
     index = (out / "index.html").read_text(encoding="utf-8")
     nav = re.search(r'<nav[^>]*site-nav.*?</nav>', index, flags=re.S).group(0)
-    assert re.findall(r'href="([^"]+)"', nav)[1:] == [page.name for page in pages.values()]  # after the site name, in file order
+    links = re.findall(r'href="([^"]+)"', nav)
+    assert links[1:] == [page.name for page in pages.values()]  # after the site name, in file order
 
 
 def test_a_failing_notebook_fails_the_build_with_its_name(tmp_path):

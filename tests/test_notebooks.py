@@ -7,16 +7,13 @@ cell number and the cell's first line, and shows the traceback.
 The runner is the docs build's (`tools/build_docs.py`), so tests and docs run the same cells; each passing run is
 kept in `_proc/_executed/`, and the docs site test after it renders those outputs instead of running it again.
 """
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import build_docs  # noqa: E402
+from tools import build_docs
 
-NBS = ROOT / "nbs"
+NBS = build_docs.NBS
 NOTEBOOKS = build_docs.notebook_paths(NBS)  # names starting with `_` (scratch) stay out
 
 

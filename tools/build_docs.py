@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Build the tutorial site from the notebooks: `python tools/build_docs.py` writes `_site/` (open `_site/index.html`).
+"""Build the tutorial site from the notebooks: `python -m tools.build_docs` (from the repository's top) writes
+`_site/` (open `_site/index.html`); `--help` lists the options.
 
 Every notebook in `nbs/` (names starting with `_` are scratch and stay out) becomes one page:
 
 1. **executed** on the CPU, cell by cell, exactly as the notebook tests run it: cells with a test flag from
    settings.ini (`#| gpu`, `#| slow`) or `#| eval: false` are shown but not run. nbdev's `show_doc` cells for the
    exported names run in the same pass. Runs are cached in `_proc/_executed/` under a hash of the notebook, the
-   package and `data/`; the notebook tests fill the same cache, so a build right after the tests only renders;
+   package, the test helpers (`nbs/*.py`) and `data/`; the notebook tests fill the same cache, so a build right after
+   the tests only renders;
 2. **processed** by nbdev's documentation processors: title and summary from the first markdown cell, `#| hide`,
    `#| echo: false`, `#| output: false`, `#| include: false`, links from `name` to where it is documented;
    exported cells keep their code on the page after their `show_doc` card, as nbdev does for `#| exports`
@@ -28,13 +30,14 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from configparser import ConfigParser
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+
+from dynvfx.core import atomic_write, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
@@ -98,7 +101,8 @@ def _code_without_directives(source: str) -> str:
 def execution_key(notebook: Path, flags: set[str]) -> str:
     "Hash of what a notebook's outputs depend on: itself, the package, `data/`, the skipped flags."
     digest = hashlib.sha256()
-    files = [notebook, *sorted((ROOT / "dynvfx").rglob("*.py")), *sorted(NBS.glob("*.py")),  # the package, the test helpers
+    files = [notebook, *sorted((ROOT / "dynvfx").rglob("*.py")),  # the package
+             *sorted(NBS.glob("*.py")),  # the test helpers (nbs/test_helpers.py)
              *sorted(p for p in (ROOT / "data").rglob("*") if p.is_file())]
     if notebook.name == settings().get("readme_nb", "index.ipynb"):  # the home page lists the other notebooks
         files += notebook_paths(notebook.parent)
@@ -143,7 +147,8 @@ def execute_notebook(notebook: Path, flags: set[str] | None = None, cache: Path 
             cell.outputs = _dict2obj(list(shell.run(_code_without_directives(cell.source))))
             cell.execution_count = cell.get("number_")
             if shell.exc:
-                first_line = next((l for l in cell.source.splitlines() if l.strip() and not l.lstrip().startswith("#|")), "")
+                first_line = next((line for line in cell.source.splitlines()
+                                   if line.strip() and not line.lstrip().startswith("#|")), "")
                 where = f"cell #{cell.number_}" if cell.get("number_") else "the docs card after an exported cell"
                 raise NotebookError(f"{notebook.name}, {where} ({first_line.strip()[:80]!r}) failed:\n"
                                     f"{shell.prettytb(fname=notebook)}")
@@ -153,12 +158,10 @@ def execute_notebook(notebook: Path, flags: set[str] | None = None, cache: Path 
 
 
 def save_executed(notebook: Path, nb, flags: set[str], cache: Path = CACHE):
-    "Keep an executed notebook under its execution key (written then renamed)."
+    "Keep an executed notebook under its execution key (whole or not at all)."
     from execnb.nbio import nb2dict
-    path = _cache_path(Path(notebook).resolve(), cache); path.parent.mkdir(parents=True, exist_ok=True)
     data = {"key": execution_key(Path(notebook).resolve(), flags), "notebook": nb2dict(nb)}
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8"); partial.replace(path)
+    atomic_write_text(_cache_path(Path(notebook).resolve(), cache), json.dumps(data, ensure_ascii=False))
 
 
 def executed_notebook(notebook: Path, flags: set[str] | None = None, cache: Path | None = CACHE, force: bool = False):
@@ -270,7 +273,7 @@ class Page:
     figures: int = 0         # image outputs (and images inside HTML outputs) the page must show
     videos: int = 0          # <video> elements inside HTML outputs
     nb: dict = field(default_factory=dict, repr=False)  # nbformat notebook, ready for nbconvert
-    files: dict = field(default_factory=dict, repr=False)  # files HTML outputs refer to: path relative to the page -> bytes
+    files: dict = field(default_factory=dict, repr=False)  # files HTML outputs refer to: path from the page -> bytes
 
 
 _QUARTO_OPTION = re.compile(r"^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")
@@ -301,7 +304,8 @@ def _count_media(outputs: list) -> tuple[int, int]:
         if any(k in data for k in ("image/png", "image/jpeg", "image/gif", "image/svg+xml")): images += 1
         elif "text/html" in data:
             text = "".join(data["text/html"])
-            images += len(re.findall(r"<img\b", text, flags=re.I)); videos += len(re.findall(r"<video\b", text, flags=re.I))
+            images += len(re.findall(r"<img\b", text, flags=re.I))
+            videos += len(re.findall(r"<video\b", text, flags=re.I))
     return images, videos
 
 
@@ -336,22 +340,27 @@ def notebook_page(processed, notebook: Path, nbs: Path = NBS) -> Page:
             if options: cell["metadata"]["quarto"] = options  # for Quarto, where it renders these notebooks
             tags, outputs = [], []
             for output in cell.get("outputs", []):
-                if _is_widget(output): output = {"output_type": "display_data", "metadata": {}, "data": {"text/html": _WIDGET_NOTE}}
+                if _is_widget(output):
+                    output = {"output_type": "display_data", "metadata": {}, "data": {"text/html": _WIDGET_NOTE}}
                 elif "text/html" in output.get("data", {}):
-                    output["data"]["text/html"] = _bring_local_files("".join(output["data"]["text/html"]), notebook.parent, page)
+                    markup = "".join(output["data"]["text/html"])
+                    output["data"]["text/html"] = _bring_local_files(markup, notebook.parent, page)
                 outputs.append(output)
             cell["outputs"] = outputs
             if options.get("include") == "false": continue
             if options.get("echo") == "false" or not cell["source"].strip(): tags.append("remove_input")
-            if options.get("output") == "false" or options.get("eval") == "false" and not outputs: tags.append("remove_output")
+            if options.get("output") == "false" or options.get("eval") == "false" and not outputs:
+                tags.append("remove_output")
             if "remove_input" in tags and ("remove_output" in tags or not outputs): continue
             if options.get("code-fold") in ("show", "true"):
-                cell["metadata"]["code_fold"] = {"summary": options.get("code-summary", "Code"), "open": options["code-fold"] == "show"}
+                cell["metadata"]["code_fold"] = {"summary": options.get("code-summary", "Code"),
+                                                 "open": options["code-fold"] == "show"}
             if tags: cell["metadata"]["tags"] = tags
             if "remove_output" not in tags:
                 images, videos = _count_media(outputs); page.figures += images; page.videos += videos
         cells.append(cell)
-    nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"},
+    kernel = {"display_name": "python3", "language": "python", "name": "python3"}
+    nb = {"cells": cells, "metadata": {"kernelspec": kernel,
                                        "language_info": {"name": "python", "pygments_lexer": "ipython3"}},
           "nbformat": 4, "nbformat_minor": 5}
     for cell in nb["cells"]:
@@ -404,7 +413,8 @@ def make_exporter():
     class SiteRenderer(IPythonRenderer):
         def inline_math(self, body): return _latex_to_mathml(body, "inline")
         def block_math(self, body): return _latex_to_mathml(body, "block")
-        def latex_environment(self, name, body): return _latex_to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block")
+        def latex_environment(self, name, body):
+            return _latex_to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block")
         def heading(self, text, level, **attrs):
             return f'<h{level} id="{_anchor_id(text)}">{text}</h{level}>\n'
 
@@ -418,7 +428,8 @@ def make_exporter():
 
     exporter = SiteExporter(template_name="dynvfx", extra_template_basedirs=[str(TEMPLATES)],
                             exclude_input_prompt=True, exclude_output_prompt=True, sanitize_html=False)
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"remove_cell"}, remove_input_tags={"remove_input"},
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"remove_cell"},
+                                                         remove_input_tags={"remove_input"},
                                                          remove_all_outputs_tags={"remove_output"}), enabled=True)
     exporter.register_preprocessor(ExtractOutputPreprocessor(), enabled=True)
     return exporter
@@ -445,25 +456,25 @@ def _notebook_links(page_html: str, page: Page, pages: list[Page]) -> str:
 
 
 def render_site(pages: list[Page], out: Path) -> Path:
-    "Write every page, its figure files and the shared assets under `out` (replaced whole: written aside, then moved)."
+    "Write every page, its figure files and the shared assets under `out` (replaced whole, or not at all)."
     import nbformat
     exporter = make_exporter()
-    out = Path(out); staging = Path(tempfile.mkdtemp(prefix=".site-", dir=out.parent if out.parent.exists() else None))
-    try:
-        assets = staging / "assets"; assets.mkdir()
+    with atomic_write(out) as staging:
+        assets = staging / "assets"; assets.mkdir(parents=True)
         _write_assets(assets)
         nav = [{"title": "Home" if p.name == "index.html" else p.title, "name": p.name} for p in pages]
         for page in pages:
             target = staging / page.name; target.parent.mkdir(parents=True, exist_ok=True)
-            stem = Path(page.name).stem
-            root = os.path.relpath(".", Path(page.name).parent.as_posix() or ".")
+            stem, folder = Path(page.name).stem, Path(page.name).parent.as_posix() or "."
+            root = os.path.relpath(".", folder)
             resources = {"unique_key": stem, "output_files_dir": f"{stem}_files",
                          "metadata": {"name": page.title, "path": str(NBS / Path(page.notebook).parent)},
                          "site": {"name": SITE_NAME, "title": page.title, "description": page.description,
-                                  "nav": [dict(item, href=os.path.relpath(item["name"], Path(page.name).parent.as_posix() or "."),
+                                  "nav": [dict(item, href=os.path.relpath(item["name"], folder),
                                                current=item["name"] == page.name) for item in nav],
                                   "root": "" if root == "." else root + "/", "notebook": page.notebook,
-                                  "git_url": settings().get("git_url", ""), "branch": settings().get("branch", "main")}}
+                                  "git_url": settings().get("git_url", ""),
+                                  "branch": settings().get("branch", "main")}}
             notebook = nbformat.reads(json.dumps(page.nb), as_version=4)  # also joins multi-line strings
             body, resources = exporter.from_notebook_node(notebook, resources=resources)
             target.write_text(_notebook_links(body, page, pages), encoding="utf-8")
@@ -471,11 +482,7 @@ def render_site(pages: list[Page], out: Path) -> Path:
                 path = target.parent / filename; path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(data)
         (staging / "site.json").write_text(json.dumps(
             [{k: v for k, v in vars(p).items() if k != "nb"} for p in pages], indent=1), encoding="utf-8")
-        if out.exists(): shutil.rmtree(out)
-        staging.replace(out)
-    finally:
-        if staging.exists(): shutil.rmtree(staging)
-    return out
+    return Path(out)
 
 
 def _write_assets(assets: Path):
@@ -499,9 +506,11 @@ def _lab_static() -> Path:
 # ---------------------------------------------------------------- Quarto, where it is installed
 
 def render_with_quarto(pages: list[Page], processed_dir: Path, out: Path) -> Path:
-    "Write the processed notebooks to `_proc/` as nbdev does, with the top-level `_quarto.yml`, and let Quarto render them."
+    "Write the processed notebooks to `_proc/` as nbdev does, with the top-level `_quarto.yml`; Quarto renders them."
     import subprocess
-    import nbformat, yaml
+
+    import nbformat
+    import yaml
     if processed_dir.exists():  # keep the execution cache, replace the rest
         for path in processed_dir.iterdir():
             if path != CACHE: shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -509,9 +518,11 @@ def render_with_quarto(pages: list[Page], processed_dir: Path, out: Path) -> Pat
     for page in pages:
         nb = nbformat.reads(json.dumps(page.nb), as_version=4)
         front = {"title": page.title, "description": page.description, "output-file": Path(page.name).name}
-        nb.cells.insert(0, nbformat.v4.new_raw_cell(f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True)}---"))
+        front_matter = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
+        nb.cells.insert(0, nbformat.v4.new_raw_cell(f"---\n{front_matter}---"))
         for cell in nb.cells:  # Quarto reads its cell options from `#|` lines
-            options = cell.metadata.pop("quarto", {}); cell.metadata.pop("tags", None); cell.metadata.pop("code_fold", None)
+            options = cell.metadata.pop("quarto", {})
+            cell.metadata.pop("tags", None); cell.metadata.pop("code_fold", None)
             if options: cell.source = "".join(f"#| {k}: {v}\n" for k, v in options.items()) + cell.source
         target = processed_dir / page.notebook; target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, target)
@@ -519,8 +530,7 @@ def render_with_quarto(pages: list[Page], processed_dir: Path, out: Path) -> Pat
             path = target.parent / name; path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(data)
     shutil.copy(ROOT / "_quarto.yml", processed_dir / "_quarto.yml")
     subprocess.run(["quarto", "render", "--no-execute"], cwd=processed_dir, check=True)
-    if out.exists(): shutil.rmtree(out)
-    shutil.move(str(processed_dir / "_site"), str(out))
+    with atomic_write(out) as partial: shutil.move(str(processed_dir / "_site"), str(partial))
     return out
 
 
@@ -541,7 +551,7 @@ def is_cached(notebook: Path, flags: set[str] | None = None, cache: Path = CACHE
 
 
 def build_pages(notebooks: list[Path] | None = None, workers: int | None = None, force: bool = False) -> list[Page]:
-    "Every notebook's page; notebooks without a cached run run in worker processes. Raises `NotebookError` naming each failure."
+    "Every notebook's page; notebooks without a cached run run in worker processes. `NotebookError` names failures."
     notebooks = notebook_paths() if notebooks is None else [Path(p).resolve() for p in notebooks]
     to_run = [p for p in notebooks if force or not is_cached(p)]
     pages, failures = {}, []
@@ -549,15 +559,17 @@ def build_pages(notebooks: list[Path] | None = None, workers: int | None = None,
     def keep(notebook, build):
         try: pages[notebook] = build()
         except Exception as e:  # a worker's NotebookError is build_docs.NotebookError, also when this runs as __main__
-            failures.append(str(e) if type(e).__name__ == "NotebookError" else f"{notebook.name}: {type(e).__name__}: {e}")
+            is_ours = type(e).__name__ == "NotebookError"
+            failures.append(str(e) if is_ours else f"{notebook.name}: {type(e).__name__}: {e}")
 
     if to_run:
         workers = max(1, min(workers or os.cpu_count() or 1, len(to_run)))
         threads = max(1, (os.cpu_count() or 1) // workers)
-        if str(Path(__file__).parent) not in sys.path: sys.path.insert(0, str(Path(__file__).parent))
-        import build_docs  # workers find the functions by this module's name, also when this file runs as a script
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=build_docs._worker_init, initargs=(threads,)) as pool:
-            futures = {p: pool.submit(build_docs.build_page, str(p), force) for p in to_run}
+        # spawned workers get this process's sys.path and import this module by its name (tools.build_docs), or
+        # run it again as their __main__ when it is the script
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads,)) as pool:
+            futures = {p: pool.submit(build_page, str(p), force) for p in to_run}
             for notebook, future in futures.items(): keep(notebook, future.result)
     for notebook in notebooks:
         if notebook not in to_run: keep(notebook, lambda: build_page(notebook))
@@ -565,7 +577,8 @@ def build_pages(notebooks: list[Path] | None = None, workers: int | None = None,
     return [pages[p] for p in notebooks]
 
 
-def build(out: Path = SITE, workers: int | None = None, force: bool = False, renderer: str = "nbconvert") -> list[Page]:
+def build(out: Path = SITE, workers: int | None = None, force: bool = False,
+          renderer: str = "nbconvert") -> list[Page]:
     "Build the site into `out`; returns its pages."
     pages = build_pages(workers=workers, force=force)
     if renderer == "quarto": render_with_quarto(pages, PROC, Path(out))
@@ -577,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the tutorial site from nbs/*.ipynb into _site/ (offline).")
     parser.add_argument("--out", type=Path, default=SITE, help="site folder (default: _site/)")
     parser.add_argument("--workers", type=int, default=None, help="notebooks run in parallel (default: CPU count)")
-    parser.add_argument("--force", action="store_true", help="run every notebook again, ignoring the cache in _proc/_executed/")
+    parser.add_argument("--force", action="store_true",
+                        help="run every notebook again, ignoring the cache in _proc/_executed/")
     parser.add_argument("--renderer", choices=["auto", "nbconvert", "quarto"], default="auto",
                         help="auto: Quarto where it is installed, else nbconvert")
     args = parser.parse_args(argv)

@@ -1,11 +1,12 @@
-#!/usr/bin/env python
-"""Write README.md from nbs/index.ipynb, offline: `python tools/write_readme.py` (`--check` only compares).
+"""Write README.md from nbs/index.ipynb, offline: `python -m tools.write_readme` from the repository's top
+(`--check` only compares).
 
 nbdev's `nbdev_readme` renders the index notebook with Quarto, which cannot be installed here. This does the same
 job in plain Python: the notebook is executed as the docs build executes it (and from the same cache), then its
 title and summary, its markdown, its visible code as fenced blocks and its text outputs are written as GitHub
-markdown. Hidden cells (`#| hide`, `#| include: false`) stay out, `#| echo: false` keeps only the output, and links
-to notebooks (`01_video_io.ipynb`) point into `nbs/`. The tests fail when README.md differs from what this writes.
+markdown. Hidden cells (`#| hide`, `#| include: false`) and nbdev's own (`#| default_exp`, `#| export`) stay out,
+`#| echo: false` keeps only the output, and links to notebooks (`01_video_io.ipynb`) point into `nbs/`.
+The tests fail when README.md differs from what this writes.
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import build_docs  # noqa: E402  (the same execution, cache and cell rules as the site)
+from dynvfx.core import atomic_write_text
+from tools import build_docs  # the same execution, cache and cell rules as the site
 
 ROOT, NBS = build_docs.ROOT, build_docs.NBS
 README = ROOT / "README.md"
+COMMAND = "python -m tools.write_readme"  # how README.md is written, as the README and the messages say
 
 
 def _notebook_links(markdown: str, nbs: Path = NBS) -> str:
@@ -37,7 +39,8 @@ def _outputs(cell) -> list[str]:
     "A cell's outputs as markdown: markdown as itself, text as a fenced block; images and HTML stay out."
     parts = []
     for output in cell.get("outputs", []):
-        if output.get("output_type") == "stream" and output.get("name") == "stdout": parts.append(f"```\n{_text(output['text']).rstrip()}\n```")
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            parts.append(f"```\n{_text(output['text']).rstrip()}\n```")
         data = output.get("data", {})
         if "text/markdown" in data: parts.append(_text(data["text/markdown"]).strip())
         elif "text/plain" in data and not any(k.startswith("image/") or k == "text/html" for k in data):
@@ -49,16 +52,16 @@ def readme_text(notebook: Path | None = None) -> str:
     "The README that the index notebook makes."
     from nbdev.frontmatter import FrontmatterProc
     from nbdev.process import NBProcessor
-    from nbdev.processors import hide_
+    from nbdev.processors import hide_, rm_export
 
     notebook = notebook or NBS / build_docs.settings().get("readme_nb", "index.ipynb")
     nb = build_docs.executed_notebook(notebook)
-    nb = NBProcessor(nb=nb, procs=[FrontmatterProc, hide_], process=True).nb
+    nb = NBProcessor(nb=nb, procs=[FrontmatterProc, rm_export, hide_], process=True).nb
     front = getattr(nb, "frontmatter_", {}) or {}
     blocks = [f"# {front.get('title', build_docs.SITE_NAME)}"]
     if front.get("description"): blocks.append(f"> {front['description']}")
     blocks.append(f"<!-- Written by tools/write_readme.py from nbs/{notebook.name}: edit the notebook, then run "
-                  f"`python tools/write_readme.py`. -->")
+                  f"`{COMMAND}`. -->")
     for cell in nb.cells:
         if cell.cell_type == "raw": continue
         if cell.cell_type == "markdown":
@@ -79,10 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr); return 1
     current = README.read_text(encoding="utf-8") if README.exists() else ""
     if args.check:
-        if text != current: print("README.md is out of step with nbs/index.ipynb: run python tools/write_readme.py", file=sys.stderr); return 1
-        return 0
-    if text != current:
-        partial = README.with_name("README.partial.md"); partial.write_text(text, encoding="utf-8"); partial.replace(README)
+        if text != current: print(f"README.md is out of step with nbs/index.ipynb: run {COMMAND}", file=sys.stderr)
+        return int(text != current)
+    if text != current: atomic_write_text(README, text)
     print(f"README.md {'written' if text != current else 'unchanged'}")
     return 0
 
