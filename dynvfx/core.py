@@ -5,18 +5,25 @@
 # %% ../nbs/00_core.ipynb #0ca1e14f
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import socket
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+try: import fcntl  # POSIX; folder locks are not taken where it is missing (Windows)
+except ImportError: fcntl = None
+
 # %% auto #0
-__all__ = ['PARTIAL_MARK', 'MAX_OBJECT_NAME', 'DynVFXError', 'partial_path', 'is_partial', 'atomic_write', 'atomic_write_text',
-           'remove_partials', 'object_name_problem', 'repair_object_name', 'safe_object_name', 'use_bundled_ffmpeg']
+__all__ = ['PARTIAL_MARK', 'LOCK_FILE', 'MAX_OBJECT_NAME', 'DynVFXError', 'machine_fault', 'partial_path', 'is_partial',
+           'atomic_write', 'atomic_write_text', 'remove_partials', 'folder_lock', 'object_name_problem',
+           'repair_object_name', 'safe_object_name', 'use_bundled_ffmpeg']
 
 # %% ../nbs/00_core.ipynb #7a8383cc
 class DynVFXError(Exception):
@@ -24,7 +31,35 @@ class DynVFXError(Exception):
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # always one line
 
-# %% ../nbs/00_core.ipynb #7f2ba895
+# %% ../nbs/00_core.ipynb #8f3eb481
+_FAULTS = (  # (errno codes, words some libraries use instead, what the machine lacks, what to do)
+    ({errno.ENOSPC, errno.EDQUOT}, ("no space left on device", "os error 28", "disk quota exceeded"),
+     "no space left on the device", "free some space there or choose another folder, then run the same command "
+     "again: it goes on from what is saved"),
+    ({errno.EROFS}, ("read-only file system", "os error 30"), "the file system is read-only",
+     "choose a folder you can write to"),
+    ({errno.EACCES, errno.EPERM}, ("permission denied", "os error 13"), "no permission to write here",
+     "choose a folder you can write to, or change its permissions"),
+)
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    "The error and the errors it was raised from or during."
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error)); yield error
+        error = error.__cause__ or error.__context__
+
+# %% ../nbs/00_core.ipynb #10f1f53f
+def machine_fault(error: BaseException, path: str | Path) -> DynVFXError | None:
+    "A one-line `DynVFXError` when `error` (writing `path`) is a fault of the machine: disk full, read-only, denied."
+    for codes, words, lacks, fix in _FAULTS:
+        for cause in _chain(error):
+            text = str(cause).lower()
+            if getattr(cause, "errno", None) in codes or any(word in text for word in words):
+                return DynVFXError(f"{path}: {lacks}; {fix}")
+    return None
+
+# %% ../nbs/00_core.ipynb #9afc109c
 PARTIAL_MARK = ".partial"  # in the name of a file or folder that is still being written
 
 def partial_path(path: str | Path) -> Path:
@@ -37,11 +72,16 @@ def is_partial(path: str | Path) -> bool:
     name = Path(path).name
     return name.startswith(".") and PARTIAL_MARK in name
 
-# %% ../nbs/00_core.ipynb #c888f893
+# %% ../nbs/00_core.ipynb #93493698
 def _remove(path: Path) -> None:
     "Delete a file or a folder, if it is there."
     if path.is_dir() and not path.is_symlink(): shutil.rmtree(path)
     else: path.unlink(missing_ok=True)
+
+def _remove_quietly(path: Path) -> None:
+    "Delete a file or a folder if it can be: clearing up after a failed write must not hide why it failed."
+    try: _remove(path)
+    except OSError: pass
 
 def _move_into_place(partial: Path, path: Path) -> None:
     "Rename `partial` onto `path`; a folder that is already there is moved aside first, then deleted."
@@ -52,23 +92,25 @@ def _move_into_place(partial: Path, path: Path) -> None:
     os.replace(partial, path)
     _remove(old)
 
-# %% ../nbs/00_core.ipynb #a12bf5c5
+# %% ../nbs/00_core.ipynb #a2d92bc0
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     "Write `path` (a file or a folder) through a temporary sibling that replaces it if the block succeeds."
     path = Path(path)
     partial = partial_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove(partial)  # left by a run that stopped mid-write
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove(partial)  # left by a run that stopped mid-write
         yield partial
         if not partial.exists(): raise FileNotFoundError(f"{partial}: the block wrote nothing to the path given")
         _move_into_place(partial, path)
-    except BaseException:
-        _remove(partial)
+    except BaseException as error:
+        _remove_quietly(partial)
+        fault = machine_fault(error, path)
+        if fault is not None: raise fault from None
         raise
 
-# %% ../nbs/00_core.ipynb #896cb8cf
+# %% ../nbs/00_core.ipynb #4f0d4724
 def atomic_write_text(path: str | Path, text: str) -> Path:
     "Write `text` to `path` as UTF-8, whole or not at all; returns the path."
     with atomic_write(path) as partial: partial.write_text(text, encoding="utf-8")
@@ -80,7 +122,34 @@ def remove_partials(folder: str | Path) -> list[Path]:
     for path in found: _remove(path)
     return found
 
-# %% ../nbs/00_core.ipynb #a6b10705
+# %% ../nbs/00_core.ipynb #6b09ff22
+LOCK_FILE = ".dynvfx.lock"  # in a locked folder; it stays there, locked or not
+_held: dict[Path, list] = {}  # folder -> [open lock file, how many times this process holds it]
+
+@contextmanager
+def folder_lock(folder: str | Path, setting: str = "output_path") -> Iterator[Path]:
+    "Hold `folder`'s lock while the block runs; a DynVFXError if another live process holds it."
+    folder = Path(folder).resolve()
+    if folder in _held: _held[folder][1] += 1
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+        try:
+            if fcntl is not None: fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0); holder = handle.read().strip() or "another process"; handle.close()
+            raise DynVFXError(f"{folder}: another dynvfx run ({holder}) is using this folder; wait until it "
+                              f"ends, or choose another {setting}") from None
+        handle.seek(0); handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"); handle.flush()
+        _held[folder] = [handle, 1]
+    try: yield folder
+    finally:
+        _held[folder][1] -= 1
+        if _held[folder][1] == 0: _held.pop(folder)[0].close()  # closing releases the lock
+
+# %% ../nbs/00_core.ipynb #01f2901f
 MAX_OBJECT_NAME = 64  # characters, for names and folder names alike; long enough for any noun phrase
 _FORBIDDEN_CHARACTERS = set('/\\<>:"|?*')
 _WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -91,7 +160,7 @@ def _climbs_out(name: str) -> bool:
     "Whether `name` holds a path separator, '..' or a control character (could leave its folder or break a path)."
     return "/" in name or "\\" in name or ".." in name or any(_is_control(c) for c in name)
 
-# %% ../nbs/00_core.ipynb #93ebbef8
+# %% ../nbs/00_core.ipynb #45837301
 def object_name_problem(name: Any) -> str | None:
     "What makes `name` unusable as an object name (a text prompt and a folder name), or None."
     if not isinstance(name, str): return f"must be text, not {type(name).__name__}"
@@ -106,7 +175,7 @@ def object_name_problem(name: Any) -> str | None:
     if name.split(".")[0].lower() in _WINDOWS_DEVICES: return "is a reserved device name on Windows"
     return None
 
-# %% ../nbs/00_core.ipynb #fe42c915
+# %% ../nbs/00_core.ipynb #7707cdbf
 def repair_object_name(name: str, source: str = "object name") -> str:
     "`name` repaired into a safe object name (see `object_name_problem`); DynVFXError if nothing usable is left."
     text = unicodedata.normalize("NFC", str(name))
@@ -120,7 +189,7 @@ def repair_object_name(name: str, source: str = "object name") -> str:
                           "name the object with a short noun phrase such as 'dog'")
     return text
 
-# %% ../nbs/00_core.ipynb #e50795e9
+# %% ../nbs/00_core.ipynb #e38bbaa4
 def safe_object_name(name: str, field: str = "object name") -> str:
     "The folder name of an object: its words in lower case joined by '_'; refuses names that could leave the folder."
     example = "name objects with plain words, e.g. 'cardboard box'"
@@ -132,7 +201,7 @@ def safe_object_name(name: str, field: str = "object name") -> str:
     if not folder: raise DynVFXError(f"{field}: {name!r} has no letters or digits; {example}")
     return folder
 
-# %% ../nbs/00_core.ipynb #4756fb15
+# %% ../nbs/00_core.ipynb #fb67e625
 def use_bundled_ffmpeg() -> str | None:
     "Point mediapy at imageio-ffmpeg's ffmpeg when none is on the PATH; returns that binary (None: the PATH's)."
     if shutil.which("ffmpeg"): return None
