@@ -5,6 +5,7 @@
 # %% ../nbs/10_assistant.ipynb #b6316a8c
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -80,11 +81,11 @@ def make_client(settings: AssistantSettings, environ: Mapping[str, str] | None =
                          max_retries=settings.max_retries)
 
 # %% ../nbs/10_assistant.ipynb #ccb2b692
-def _scrub(text: str, secret: str) -> str:
-    "`text` with `secret` replaced, on one short line."
+def _scrub(text: Any, secret: str, limit: int | None = None) -> str:
+    "`text` on one line with `secret` replaced, then cut to `limit` characters (so no piece of `secret` shows)."
     text = " ".join(str(text).split())
     if secret and len(secret) >= 4: text = text.replace(secret, "***")
-    return text if len(text) <= 240 else text[:237] + "..."
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 def _server_message(error: openai.APIStatusError) -> str:
     "What the server said about the error (its message, or the HTTP reason)."
@@ -94,8 +95,8 @@ def _server_message(error: openai.APIStatusError) -> str:
 
 # %% ../nbs/10_assistant.ipynb #16b00c20
 def _call_error(error: Exception, call: str, settings: AssistantSettings, client: openai.OpenAI) -> str:
-    "What to tell the user when the `call` call failed with `error` (before scrubbing)."
-    where = server_label(str(client.base_url))
+    "What to tell the user when the `call` call failed with `error` (the key scrubbed from what is quoted)."
+    where, secret = server_label(str(client.base_url)), client.api_key
     tries = "tried once" if client.max_retries == 0 else f"tried {client.max_retries + 1} times"
     if isinstance(error, openai.APITimeoutError):
         return (f"assistant: {where} did not answer the {call} call within {settings.timeout_s:g} s ({tries}); "
@@ -103,24 +104,28 @@ def _call_error(error: Exception, call: str, settings: AssistantSettings, client
     if isinstance(error, openai.APIConnectionError):
         return f"assistant: cannot reach {where} ({tries}); start the server, or fix assistant.base_url"
     if isinstance(error, openai.LengthFinishReasonError):
-        return (f"assistant: {settings.model}'s {call} answer was cut off at its output limit; run again, "
-                "or use a model with a larger output limit")
+        return (f"assistant: {settings.model} at {where}: the {call} answer was cut off at its output limit; "
+                "run again, or use a model with a larger output limit")
     if isinstance(error, openai.ContentFilterFinishReasonError):
-        return (f"assistant: the server's content filter stopped the {call} answer; rephrase new_content, "
+        return (f"assistant: {where}: the server's content filter stopped the {call} answer; rephrase new_content, "
                 "or write source_caption and target_caption yourself")
     if isinstance(error, ValidationError):
-        first = error.errors()[0]
+        first = next((e for e in error.errors() if e["type"] == "missing"), error.errors()[0])  # a missing field
         place = ".".join(str(part) for part in first["loc"]) or "the answer"
-        return (f"assistant: {settings.model}'s {call} answer does not match the schema ({place}: {first['msg']}); "
-                "run again, or use a model and server with structured outputs (JSON schema), "
-                "e.g. vLLM's guided decoding")
-    if isinstance(error, openai.APIStatusError): return _status_error(error, call, settings, where, tries)
-    return f"assistant: the {call} call failed ({type(error).__name__}: {error})"
+        return (f"assistant: {settings.model} at {where}: the {call} answer does not match the schema "
+                f"({place}: {first['msg']}); run again, or use a model and server with structured outputs "
+                "(JSON schema), e.g. vLLM's guided decoding")
+    if isinstance(error, openai.APIResponseValidationError):
+        refused = _scrub(error.message, secret, 160)
+        return _not_a_completion(where, call, f"an answer that the openai client refuses ({refused})")
+    if isinstance(error, openai.APIStatusError): return _status_error(error, call, settings, where, tries, secret)
+    return f"assistant: the {call} call to {where} failed ({type(error).__name__}: {_scrub(error, secret, 160)})"
 
 # %% ../nbs/10_assistant.ipynb #947c4c9d
-def _status_error(error: openai.APIStatusError, call: str, settings: AssistantSettings, where: str, tries: str) -> str:
+def _status_error(error: openai.APIStatusError, call: str, settings: AssistantSettings, where: str, tries: str,
+                  secret: str) -> str:
     "What to tell the user about an HTTP error that is left after the client's retries."
-    status, said = error.status_code, _server_message(error)
+    status, said = error.status_code, _scrub(_server_message(error), secret, 160)
     if status in (401, 403):
         return (f"assistant: {where} rejected the API key (HTTP {status}); "
                 f"check the key in {settings.api_key_env} (environment or .env)")
@@ -136,23 +141,59 @@ def _status_error(error: openai.APIStatusError, call: str, settings: AssistantSe
     return (f"assistant: {where} refused the {call} call with HTTP {status} ({said}); assistant.model "
             f"{settings.model!r} must be a vision model that accepts images and JSON-schema structured outputs")
 
+# %% ../nbs/10_assistant.ipynb #1c234df2
+def _not_a_completion(where: str, call: str, what: str) -> str:
+    "The line for an answer of `where` that is no chat completion."
+    return (f"assistant: {where} answered the {call} call with {what}; check assistant.base_url (the server's "
+            "OpenAI-compatible API, which usually ends in /v1) and that no proxy or login page answers in its place, "
+            "or look at the server's log")
+
+def _answer_problem(body: str, content_type: str, secret: str) -> str | None:
+    "What makes an HTTP 200 answer's `body` something other than a chat completion (its start quoted), or None."
+    try: answer = json.loads(body)
+    except ValueError:
+        start = _scrub(body, secret, 80)
+        return f"something that is not JSON ({content_type or 'no content type'}: {repr(start) if start else 'empty'})"
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    if first is None: problem = "no choices"
+    elif not isinstance(message, dict): problem = "no message in its first choice"
+    elif not isinstance(message.get("content"), (str, type(None))): problem = "a message whose content is not text"
+    else: return None
+    return f"JSON that is not a chat completion ({problem}: {_scrub(json.dumps(answer), secret, 80)})"
+
+# %% ../nbs/10_assistant.ipynb #021ea002
+def _completion(client: openai.OpenAI, settings: AssistantSettings, messages: list[dict],
+                response_model: type[BaseModel], call: str) -> Any:
+    "The parsed chat completion of one structured-output call; a DynVFXError for every way it can fail."
+    where, secret = server_label(str(client.base_url)), client.api_key
+    try: raw = client.chat.completions.with_raw_response.parse(model=settings.model, messages=messages,
+                                                               response_format=response_model)
+    except (openai.OpenAIError, ValidationError) as error:
+        raise DynVFXError(_scrub(_call_error(error, call, settings, client), secret)) from None
+    problem = _answer_problem(raw.http_response.text, raw.headers.get("content-type", ""), secret)
+    if problem: raise DynVFXError(_scrub(_not_a_completion(where, call, problem), secret))
+    try: return raw.parse()
+    except (openai.OpenAIError, ValidationError) as error:
+        raise DynVFXError(_scrub(_call_error(error, call, settings, client), secret)) from None
+    except (TypeError, AttributeError, KeyError, ValueError) as error:  # a shape that passed the look above
+        what = f"a chat completion that the openai client cannot read ({type(error).__name__}: {error})"
+        raise DynVFXError(_scrub(_not_a_completion(where, call, _scrub(what, secret, 160)), secret)) from None
+
 # %% ../nbs/10_assistant.ipynb #f9e6e7eb
 def ask(client: openai.OpenAI, settings: AssistantSettings, messages: list[dict], response_model: type[BaseModel],
         call: str) -> BaseModel:
     "One structured-output call, parsed into `response_model`; any failure is a DynVFXError saying what to do."
-    log.info("assistant: %s call to %s (model %s)", call, server_label(str(client.base_url)), settings.model)
-    try:
-        completion = client.chat.completions.parse(model=settings.model, messages=messages,
-                                                   response_format=response_model)
-    except (openai.OpenAIError, ValidationError) as error:
-        raise DynVFXError(_scrub(_call_error(error, call, settings, client), client.api_key)) from None
-    message = completion.choices[0].message if completion.choices else None
-    if message is not None and message.refusal:
-        raise DynVFXError(_scrub(f"assistant: {settings.model} refused the {call} call ({message.refusal}); "
-                                 "rephrase new_content, or write source_caption and target_caption yourself",
-                                 client.api_key))
-    if message is None or message.parsed is None:
-        raise DynVFXError(f"assistant: {settings.model} gave an empty {call} answer; run again, "
+    where = server_label(str(client.base_url))
+    log.info("assistant: %s call to %s (model %s)", call, where, settings.model)
+    message = _completion(client, settings, messages, response_model, call).choices[0].message
+    if message.refusal:
+        raise DynVFXError(_scrub(f"assistant: {settings.model} at {where} refused the {call} call "
+                                 f"({_scrub(message.refusal, client.api_key, 160)}); rephrase new_content, "
+                                 "or write source_caption and target_caption yourself", client.api_key))
+    if message.parsed is None:
+        raise DynVFXError(f"assistant: {settings.model} at {where} gave an empty {call} answer; run again, "
                           "or use a model with structured outputs")
     return message.parsed
 

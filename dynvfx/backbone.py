@@ -5,6 +5,7 @@
 # %% ../nbs/03_backbone.ipynb #2a91b495
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -21,9 +22,9 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
     from transformers import T5Tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER', 'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone',
-           'load_pipeline', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox',
-           'sampling_timesteps', 'sample_latents']
+__all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER', 'resolve_device', 'TokenGrid', 'Backbone',
+           'CogVideoXBackbone', 'load_pipeline', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer',
+           'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -203,26 +204,57 @@ def predict(self: CogVideoXBackbone, latents: torch.Tensor, timestep: torch.Tens
     return velocity[:, padding:].float()
 
 # %% ../nbs/03_backbone.ipynb #273562d5
+SUPPORTED_PIPELINES = ("CogVideoXPipeline",)  # the diffusers pipeline classes (model_index.json) dynvfx edits with
+
+def _read_model_index(folder: Path) -> Any:
+    "A local model folder's model_index.json, parsed; one-line errors when it is missing or not JSON."
+    path = folder / "model_index.json"
+    if not folder.is_dir():
+        raise DynVFXError(f"model.model_id: {folder} is a file; point it at a diffusers CogVideoX pipeline folder "
+                          "(the one holding model_index.json)")
+    if not path.exists():
+        raise DynVFXError(f"model.model_id: {folder} is a folder but has no model_index.json; "
+                          "point it at a diffusers CogVideoX pipeline folder")
+    try: return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DynVFXError(f"model.model_id: {path} is not valid JSON ({e}); restore it from the model's download "
+                          "or download the model again") from None
+
+def _check_pipeline_class(model_index: Any, source: str) -> None:
+    "Refuse a model whose model_index.json names a pipeline class that dynvfx does not support."
+    name = model_index.get("_class_name") if isinstance(model_index, dict) else None
+    if name in SUPPORTED_PIPELINES: return
+    holds = f"a {name}" if isinstance(name, str) else "no pipeline class"
+    raise DynVFXError(f"model.model_id: {source} holds {holds} (its model_index.json), which dynvfx does not "
+                      f"support; dynvfx supports {', '.join(SUPPORTED_PIPELINES)} (CogVideoX-2b, CogVideoX-5b, "
+                      "CogVideoX1.5-5b): point model.model_id at one of those")
+
+def _cannot_load(source: str, error: Exception) -> DynVFXError:
+    "The one line for a model that diffusers cannot fetch or load."
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DynVFXError(f"model.model_id: cannot load {source!r} ({first[:200]}); "
+                       "check the id, your network or HF_HOME cache, or give a local folder")
+
+# %% ../nbs/03_backbone.ipynb #cb7b87b7
 def load_pipeline(model_id: str | Path, dtype: torch.dtype = torch.bfloat16,
                   revision: str | None = None) -> "CogVideoXPipeline":
     "A `diffusers.CogVideoXPipeline` from a hub id or a local folder, with a clear error when it cannot be loaded."
-    from diffusers import CogVideoXPipeline
+    from diffusers import CogVideoXPipeline, DiffusionPipeline
     source = str(model_id)
     if Path(source).expanduser().exists():
         source = str(Path(source).expanduser())
-        if not (Path(source) / "model_index.json").exists():
-            raise DynVFXError(f"model.model_id: {source} is a folder but has no model_index.json; "
-                              "point it at a diffusers CogVideoX pipeline folder")
+        _check_pipeline_class(_read_model_index(Path(source)), source)
     elif source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise DynVFXError(f"model.model_id: {source!r} is neither an existing folder "
                           "nor a hub id like 'THUDM/CogVideoX-5b'")
-    try:
-        return CogVideoXPipeline.from_pretrained(source, dtype=dtype, revision=revision)
-    except (OSError, ValueError, EnvironmentError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DynVFXError(f"model.model_id: cannot load {source!r} ({first[:200]}); "
-                          "check the id, your network or HF_HOME cache, or give a local folder") from None
+    else:
+        try: model_index = DiffusionPipeline.load_config(source, revision=revision)  # model_index.json alone
+        except (OSError, ValueError) as e: raise _cannot_load(source, e) from None
+        _check_pipeline_class(model_index, source)
+    try: return CogVideoXPipeline.from_pretrained(source, dtype=dtype, revision=revision)
+    except (OSError, ValueError) as e: raise _cannot_load(source, e) from None
 
+# %% ../nbs/03_backbone.ipynb #d3bbdfbd
 def configure_pipeline(pipe: "CogVideoXPipeline", settings: ModelSettings) -> CogVideoXBackbone:
     "Apply the settings' device, offload, VAE tiling/slicing and compile to a loaded pipeline; wrap it as a backbone."
     device = resolve_device(settings.device)

@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import shutil
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import openai
 import torch
+from PIL import Image
 
 from .assistant import resolve_connection, run_assistant
 from .backbone import DTYPES, Backbone, load_backbone, resolve_device
 from .config import DynVFXConfig, apply_overrides, load_config
-from .core import DynVFXError, atomic_write_text, safe_object_name
+from .core import DynVFXError, atomic_write_text, folder_lock, machine_fault, safe_object_name
 from .inversion import ReferenceLatents, invert_clip
 from .masks import clean_mask, load_masks, save_masks
 from .parallel import (
@@ -31,13 +34,17 @@ from .protocol import EditProtocol, load_protocol, save_protocol
 from .segmentation import Segmenter, make_segmenter
 from .video_io import Clip, load_clip
 
+_logger = logging.getLogger("dynvfx")
+
 # %% auto #0
-__all__ = ['STAGES', 'EXAMPLES', 'HELP', 'settings_from_args', 'check_output_folder', 'read_clip', 'protocol_stage',
-           'masks_stage', 'inversion_stage', 'edit_stage', 'run_command', 'data_dir', 'demo_config', 'run_demo',
-           'run_batch', 'build_parser', 'format_summary', 'main']
+__all__ = ['STAGES', 'OUTPUT_SETTING', 'LOW_MEMORY_SETTINGS', 'EXAMPLES', 'HELP', 'settings_from_args', 'check_output_folder',
+           'read_clip', 'unreadable_mask', 'protocol_stage', 'masks_stage', 'inversion_stage', 'edit_stage',
+           'run_command', 'data_dir', 'demo_config', 'run_demo', 'out_of_memory_error', 'machine_error', 'run_batch',
+           'build_parser', 'format_summary', 'main']
 
 # %% ../nbs/15_cli.ipynb #67ed8d65
 STAGES = ("protocol", "masks", "inversion", "edit")
+OUTPUT_SETTING = "output folder (--output, or output_path)"  # how messages name it
 
 def settings_from_args(args: argparse.Namespace) -> DynVFXConfig:
     "The settings: the YAML file, then the shortcut options, then `--set` overrides."
@@ -64,6 +71,16 @@ def read_clip(config: DynVFXConfig) -> Clip:
     return load_clip(config.video_path, video.num_frames, video.height, video.width, video.frame_selection,
                      video.resize, video.fps)
 
+# %% ../nbs/15_cli.ipynb #7c1711f2
+def unreadable_mask(folder: Path, names: Sequence[str]) -> Path | None:
+    "The first mask frame of the objects `names` in `folder` that cannot be read (damaged, cut short), or None."
+    for name in names:
+        for path in sorted((folder / safe_object_name(name)).glob("*.png")):
+            try:
+                with Image.open(path) as image: image.load()
+            except (OSError, SyntaxError, ValueError): return path
+    return None
+
 # %% ../nbs/15_cli.ipynb #0faa83ec
 def protocol_stage(config: DynVFXConfig, clip: Clip, redo: bool = False, client: openai.OpenAI | None = None,
                    count_tokens: Callable[[str], int] | None = None, text_length: int | None = None) -> EditProtocol:
@@ -78,7 +95,11 @@ def masks_stage(config: DynVFXConfig, clip: Clip, protocol: EditProtocol, segmen
     folder = config.source_masks_dir
     if not protocol.anchors: return {}
     if not redo and all((folder / safe_object_name(name)).is_dir() for name in protocol.anchors):
-        return load_masks(folder, protocol.anchors, (clip.num_frames, *clip.size))
+        try: return load_masks(folder, protocol.anchors, (clip.num_frames, *clip.size))
+        except DynVFXError:
+            damaged = unreadable_mask(folder, protocol.anchors)
+            if damaged is None or config.segmentation.backend == "files": raise  # the user's masks: the user's fix
+            _logger.warning(f"{damaged}: the mask cannot be read (damaged or cut short); segmenting the anchors again")
     found = segmenter.segment(clip.pixels, list(protocol.anchors))
     masks = {name: clean_mask(found[name].bool().cpu(), config.masks) for name in protocol.anchors}
     save_masks(masks, folder, clip.pixels, fps=clip.fps)
@@ -146,15 +167,11 @@ def _check_protocol(command: str, config: DynVFXConfig, redo: set[str],
         if client is None: resolve_connection(config.assistant)  # a missing API key is found before any model loads
     return None
 
-# %% ../nbs/15_cli.ipynb #5d3f9e42
-def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progress: bool,
-                 client: openai.OpenAI | None = None, split: BranchSplit | None = None) -> dict:
-    "`run_command` in the process that runs the command."
-    redo = set(STAGES) if "all" in redo else set(redo)
-    run_dir, clip = check_output_folder(config), read_clip(config)
-    protocol = _check_protocol(command, config, redo, client)
-    times, started = {}, time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
+# %% ../nbs/15_cli.ipynb #4fe42e87
+def _run_stages(command: str, config: DynVFXConfig, clip: Clip, protocol: EditProtocol | None, redo: set[str],
+                progress: bool, client: openai.OpenAI | None, split: BranchSplit | None) -> dict:
+    "The stages of `command`, each timed; the command's summary."
+    times, started, run_dir = {}, time.perf_counter(), config.run_dir
     if command in ("auto", "generate") and protocol is None:
         with _timed(times, "protocol"): protocol = protocol_stage(config, clip, "protocol" in redo, client=client)
     backbone, segmenter = _load_models(config, need_backbone=command != "generate", need_segmenter=command != "invert")
@@ -173,7 +190,18 @@ def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progre
                "total_s": round(time.perf_counter() - started, 2), "outputs": {k: str(v) for k, v in outputs.items()}}
     if protocol is not None: summary["protocol"] = str(config.protocol_path)
     if command == "invert": summary["reference_latents"] = str(config.reference_latents_dir)
-    atomic_write_text(run_dir / f"{command}_summary.json", json.dumps(summary, indent=2))
+    return summary
+
+# %% ../nbs/15_cli.ipynb #5d3f9e42
+def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progress: bool,
+                 client: openai.OpenAI | None = None, split: BranchSplit | None = None) -> dict:
+    "`run_command` in the process that runs the command: the checks, then the stages in the locked run folder."
+    redo = set(STAGES) if "all" in redo else set(redo)
+    run_dir, clip = check_output_folder(config), read_clip(config)
+    protocol = _check_protocol(command, config, redo, client)
+    with folder_lock(run_dir, OUTPUT_SETTING):  # from the first write to the summary, this run is the folder's only one
+        summary = _run_stages(command, config, clip, protocol, redo, progress, client, split)
+        atomic_write_text(run_dir / f"{command}_summary.json", json.dumps(summary, indent=2))
     return summary
 
 # %% ../nbs/15_cli.ipynb #9bca5758
@@ -199,10 +227,59 @@ def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = Tr
     "The demo: copy the bundled protocol into the run folder, then run 'execute' (the summary names the demo)."
     check_output_folder(config)
     helper = config.model.branch_parallel and torchrun_env().rank > 0  # process 1 of a branch split writes nothing
-    if not helper and ("protocol" in redo or "all" in redo or not config.protocol_path.exists()):
-        save_protocol(load_protocol(data_dir() / "demo_protocol.json"), config.protocol_path)
-    summary = run_command("execute", config, redo, progress)
+    with ExitStack() as held:
+        if not helper: held.enter_context(folder_lock(config.run_dir, OUTPUT_SETTING))  # before the protocol is written
+        if not helper and ("protocol" in redo or "all" in redo or not config.protocol_path.exists()):
+            save_protocol(load_protocol(data_dir() / "demo_protocol.json"), config.protocol_path)
+        summary = run_command("execute", config, redo, progress)
     return None if summary is None else {**summary, "command": "demo"}
+
+# %% ../nbs/15_cli.ipynb #815023b6
+LOW_MEMORY_SETTINGS = {"model.cpu_offload": "model", "model.vae_tiling": "true", "model.vae_slicing": "true",
+                       "segmentation.offload_state": "true"}  # an edit fits a 24 GB card with these (README)
+_MEMORY = r"[\d.]+ (?:bytes|[KMGTP]iB)"  # an amount of memory as PyTorch's messages write it
+
+def _is_on(config: DynVFXConfig, name: str, value: str) -> bool:
+    "Whether the setting `name` already is `value` (any CPU offload counts as on)."
+    section, field = name.split(".")
+    current = str(getattr(getattr(config, section), field)).lower()
+    return current == value or (field == "cpu_offload" and current != "none")
+
+# %% ../nbs/15_cli.ipynb #3b6a8083
+def out_of_memory_error(error: BaseException, config: DynVFXConfig | None = None) -> DynVFXError:
+    "One line for a GPU out of memory: the device and its memory, the settings that fit 24 GB, and how to resume."
+    text = str(error)
+    gpu = re.search(rf"GPU (\d+) has a total capacity of ({_MEMORY})", text)
+    device = f"cuda:{gpu[1]}" if gpu else config.model.device if config else "the GPU"
+    about = [torch.cuda.get_device_name(int(gpu[1]))] if gpu and torch.cuda.is_available() else []
+    if gpu: about.append(gpu[2])
+    if allowed := re.search(rf"({_MEMORY}) allowed", text): about.append(f"{allowed[1]} allowed to this process")
+    where = f"{device} ({', '.join(about)})" if about else device
+    asked = re.search(rf"Tried to allocate ({_MEMORY})", text)
+    missing = [f"--set {name}={value}" for name, value in LOW_MEMORY_SETTINGS.items()
+               if config is None or not _is_on(config, name, value)]
+    fix = (f"add {' '.join(missing)} (an edit fits a 24 GB card with these)" if missing else
+           "the 24 GB settings are on already: try --set model.cpu_offload=sequential, fewer frames "
+           "(video.num_frames) or a smaller size (video.height, video.width), or free the GPU of other processes")
+    return DynVFXError(f"out of GPU memory on {where}{f' allocating {asked[1]}' if asked else ''}; {fix}; then run "
+                       "the same command again: it resumes from the saved passes and latents")
+
+# %% ../nbs/15_cli.ipynb #5979134e
+def _causes(error: BaseException) -> list[BaseException]:
+    "The error and the errors it was raised from or during."
+    chain = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error); error = error.__cause__ or error.__context__
+    return chain
+
+def machine_error(error: BaseException, config: DynVFXConfig | None = None) -> DynVFXError | None:
+    "One line for a fault of the machine (GPU out of memory, disk full, read-only or denied folder), else None."
+    causes = _causes(error)
+    memory = next((cause for cause in causes if isinstance(cause, torch.cuda.OutOfMemoryError)), None)
+    if memory is not None: return out_of_memory_error(memory, config)
+    path = next((cause.filename for cause in causes if isinstance(getattr(cause, "filename", None), (str, Path))),
+                config.run_dir if config is not None else "the output folder")
+    return machine_fault(error, path)
 
 # %% ../nbs/15_cli.ipynb #4ceb0829
 def _job_done(config: DynVFXConfig) -> bool:
@@ -213,7 +290,10 @@ def _run_job(config: DynVFXConfig, rank: int, local_rank: int, progress: bool) -
     config = apply_overrides(rank_settings(config, local_rank), {"model.branch_parallel": False}, source="batch")
     command = "execute" if config.protocol_path.exists() else "auto"
     try: return {"status": "done", "rank": rank, **run_command(command, config, progress=progress)}
-    except DynVFXError as error: return {"status": "failed", "rank": rank, "error": str(error)}
+    except Exception as error:  # a user's mistake or a fault of the machine fails the job; a bug stops the batch
+        problem = error if isinstance(error, DynVFXError) else machine_error(error, config)
+        if problem is None: raise
+        return {"status": "failed", "rank": rank, "error": str(problem)}
 
 # %% ../nbs/15_cli.ipynb #6e4a0f53
 def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides: Sequence[str] = (),
@@ -313,27 +393,53 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/15_cli.ipynb #465f758d
+@contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    "Show the library's warnings (a damaged file rebuilt, ...) on stderr as 'dynvfx: warning: ...' lines."
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING); handler.setFormatter(logging.Formatter("dynvfx: warning: %(message)s"))
+    _logger.addHandler(handler)
+    try: yield
+    finally: _logger.removeHandler(handler)
+
+def _quiet_loaders() -> None:
+    "No loading bars from diffusers and transformers either (`--quiet`)."
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+    diffusers_logging.disable_progress_bar(); transformers_logging.disable_progress_bar()
+
 def main(argv: Sequence[str] | None = None) -> int:
-    "The `dynvfx` console script: 0 done, 2 a user's mistake (one line), 1 a fault of ours (with traceback)."
+    "The `dynvfx` console script: 0 done, 2 a user's mistake or a machine's fault (one line), 1 a bug (traceback)."
+    config = None  # once known: the run folder and device that a fault of the machine is reported for
     try:
-        args = build_parser().parse_args(argv)
-        if args.command is None: build_parser().print_help(); return 2
-        progress = not args.quiet
-        if args.command == "batch":
-            summary = run_batch(args.jobs, args.output, args.set or [], progress)
-            if summary: print(json.dumps({name: job["status"] for name, job in summary.items()}, indent=1))
+        with _warnings_on_stderr():
+            args = build_parser().parse_args(argv)
+            if args.command is None: build_parser().print_help(); return 2
+            progress = not args.quiet
+            if args.quiet: _quiet_loaders()
+            if args.command == "batch":
+                summary = run_batch(args.jobs, args.output, args.set or [], progress)
+                if summary: print(json.dumps({name: job["status"] for name, job in summary.items()}, indent=1))
+                return 0
+            if args.command == "demo":
+                config = demo_config(args.output, args.set or [])
+                summary = run_demo(config, args.redo, progress)
+            else:
+                config = settings_from_args(args)
+                summary = run_command(args.command, config, args.redo, progress)
+            if summary is not None: print(format_summary(summary))
             return 0
-        if args.command == "demo": summary = run_demo(demo_config(args.output, args.set or []), args.redo, progress)
-        else: summary = run_command(args.command, settings_from_args(args), args.redo, progress)
-        if summary is not None: print(format_summary(summary))
-        return 0
     except DynVFXError as error:
         print(f"dynvfx: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dynvfx: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as error:
+        problem = machine_error(error, config)
+        if problem is not None:
+            print(f"dynvfx: error: {problem}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print("dynvfx: an internal error stopped the run (a bug in dynvfx); please report it with the traceback "
               "above", file=sys.stderr)

@@ -126,24 +126,31 @@ def remove_partials(folder: str | Path) -> list[Path]:
 LOCK_FILE = ".dynvfx.lock"  # in a locked folder; it stays there, locked or not
 _held: dict[Path, list] = {}  # folder -> [open lock file, how many times this process holds it]
 
+def _take_lock(folder: Path, setting: str):
+    "Open and lock `folder`'s lock file and write who holds it; DynVFXError if it is held or cannot be written."
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    except OSError as error: raise (machine_fault(error, folder) or error) from None
+    try:
+        if fcntl is not None: fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.seek(0); handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"); handle.flush()
+        return handle
+    except BlockingIOError:
+        handle.seek(0); holder = handle.read().strip() or "another process"; handle.close()
+        raise DynVFXError(f"{folder}: another dynvfx run ({holder}) is using this folder; wait until it "
+                          f"ends, or choose another {setting}") from None
+    except OSError as error:
+        handle.close(); raise (machine_fault(error, folder) or error) from None
+
 @contextmanager
 def folder_lock(folder: str | Path, setting: str = "output_path") -> Iterator[Path]:
     "Hold `folder`'s lock while the block runs; a DynVFXError if another live process holds it."
     folder = Path(folder).resolve()
     if folder in _held: _held[folder][1] += 1
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
-        try:
-            if fcntl is not None: fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0); holder = handle.read().strip() or "another process"; handle.close()
-            raise DynVFXError(f"{folder}: another dynvfx run ({holder}) is using this folder; wait until it "
-                              f"ends, or choose another {setting}") from None
-        handle.seek(0); handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
-                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"); handle.flush()
-        _held[folder] = [handle, 1]
+    else: _held[folder] = [_take_lock(folder, setting), 1]
     try: yield folder
     finally:
         _held[folder][1] -= 1

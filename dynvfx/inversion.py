@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -15,14 +16,15 @@ from tqdm.auto import tqdm
 
 from .backbone import Backbone, sampling_timesteps
 from .config import InversionSettings
-from .core import DynVFXError, atomic_write, atomic_write_text, remove_partials
+from .core import DynVFXError, atomic_write, atomic_write_text, folder_lock, remove_partials
 
 if TYPE_CHECKING: from diffusers import SchedulerMixin  # for annotations only, quoted: imports stay cheap
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'SETTING_NAMES', 'MANIFEST_FILE', 'CLEAN_FILE', 'ddim_step', 'inversion_timesteps', 'InversionError',
-           'inversion_step', 'clip_hash', 'library_versions', 'CacheInputs', 'ReferenceManifest', 'cache_inputs',
-           'check_cache_inputs', 'timestep_file', 'ReferenceLatents', 'open_reference_latents', 'invert_clip']
+           'inversion_step', 'clip_hash', 'library_versions', 'CacheInputs', 'FileCheck', 'ReferenceManifest',
+           'cache_inputs', 'check_cache_inputs', 'timestep_file', 'ReferenceLatents', 'open_reference_latents',
+           'invert_clip']
 
 # %% ../nbs/04_inversion.ipynb #db08613e
 def ddim_step(latents: torch.Tensor,  # x_t, at signal level alpha_from
@@ -112,16 +114,23 @@ class CacheInputs(BaseModel):
     content_hash: str           # `clip_hash` of the pixels
     versions: dict[str, str]    # `library_versions()`
 
-CACHE_FORMAT = 1  # bump when the files or the arithmetic change
+CACHE_FORMAT = 1  # bump when the files or the arithmetic change (not for a new manifest field with a default)
+
+class FileCheck(BaseModel):
+    "A cache file as it was written: its size in bytes and the SHA-256 of its bytes."
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    size: int
+    sha256: str
 
 class ReferenceManifest(BaseModel):
-    "A cache's manifest.json: its inputs, the sampling schedule, and the timesteps saved so far."
+    "A cache's manifest.json: its inputs, the sampling schedule, the timesteps saved so far and their files' checks."
     model_config = ConfigDict(extra="forbid")
     format: int = CACHE_FORMAT
     inputs: CacheInputs
     latent_shape: tuple[int, ...]         # (1, F_lat, C, h, w)
     sampling_timesteps: tuple[int, ...]   # the whole sampling schedule, descending
     timesteps: list[int] = []             # saved so far, ascending (the order they are made in)
+    files: dict[str, FileCheck] = {}      # file name -> check, for the clean latents and each saved timestep
 
 # %% ../nbs/04_inversion.ipynb #7bb7ec0f
 def cache_inputs(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings,
@@ -161,15 +170,45 @@ def timestep_file(timestep: int) -> str:
     "The file name of the latents saved at `timestep`."
     return f"t{int(timestep):04d}.safetensors"
 
-def _save_latents(path: Path, latents: torch.Tensor) -> None:
-    "Write latents to a safetensors file, in float32, whole or not at all."
-    from safetensors.torch import save_file
-    with atomic_write(path) as partial:
-        save_file({"latents": latents.detach().to("cpu", torch.float32).contiguous()}, str(partial))
+def _listed_files(manifest: ReferenceManifest) -> list[str]:
+    "The files a manifest vouches for, in the order they are made: the clean latents, then each saved timestep's."
+    return [CLEAN_FILE, *map(timestep_file, manifest.timesteps)]
+
+def _save_latents(path: Path, latents: torch.Tensor) -> FileCheck:
+    "Write latents to a safetensors file, in float32, whole or not at all; returns the check the manifest keeps."
+    from safetensors.torch import save
+    data = save({"latents": latents.detach().to("cpu", torch.float32).contiguous()})
+    with atomic_write(path) as partial: partial.write_bytes(data)
+    return FileCheck(size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 def _write_manifest(folder: Path, manifest: ReferenceManifest) -> None:
-    "Replace the cache's manifest, whole or not at all."
+    "Replace the cache's manifest, whole or not at all (with the checks of the files it lists, in their order)."
+    manifest.files = {name: manifest.files[name] for name in _listed_files(manifest) if name in manifest.files}
     atomic_write_text(folder / MANIFEST_FILE, manifest.model_dump_json(indent=1) + "\n")
+
+# %% ../nbs/04_inversion.ipynb #51052b87
+class _DamagedFile(Exception):
+    "A cache file that is missing, cut short, changed or unreadable; the message says how (without the path)."
+
+def _read_latents(path: Path, check: FileCheck | None, shape: tuple[int, ...]) -> tuple[torch.Tensor, FileCheck]:
+    "A cache file's latents and its check, compared with the manifest's `check` (None: judged by reading alone)."
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise _DamagedFile("is missing") from None
+    except OSError as e: raise _DamagedFile(f"cannot be read ({e.strerror or e})") from None
+    found = FileCheck(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if check is not None and found.size != check.size:
+        raise _DamagedFile(f"has {found.size} bytes where the manifest says {check.size} (cut short or overwritten)")
+    if check is not None and found.sha256 != check.sha256:
+        raise _DamagedFile("has changed since it was written (its SHA-256 differs from the manifest's)")
+    try: latents = load(data)["latents"]
+    except SafetensorError as e: raise _DamagedFile(f"cannot be read as latents ({e})") from None
+    except KeyError: raise _DamagedFile("holds no 'latents' tensor") from None
+    if latents.dtype != torch.float32 or tuple(latents.shape) != tuple(shape):
+        raise _DamagedFile(f"holds {str(latents.dtype).removeprefix('torch.')} latents of shape "
+                           f"{tuple(latents.shape)}, not float32 {tuple(shape)}")
+    return latents, found
 
 # %% ../nbs/04_inversion.ipynb #491c1460
 def _read_manifest(folder: Path) -> ReferenceManifest | None:
@@ -202,10 +241,18 @@ class ReferenceLatents:
 
     def __contains__(self, timestep: int | torch.Tensor) -> bool: return int(timestep) in self.manifest.timesteps
 
-    def _load(self, path: Path, device, dtype) -> torch.Tensor:
-        from safetensors.torch import load_file
-        latents = load_file(str(path))["latents"]
+    def _load(self, name: str, device, dtype) -> torch.Tensor:
+        "A listed file's latents, checked; a one-line DynVFXError when the file is damaged."
+        path = self.folder / name
+        try: latents, _ = _read_latents(path, self.manifest.files.get(name), self.manifest.latent_shape)
+        except _DamagedFile as e:
+            raise DynVFXError(f"reference cache {path} {e}; run the inversion again to rebuild it "
+                              "(dynvfx invert, or the same command: it resumes)") from None
         return latents.to(device or "cpu", dtype or torch.float32)
+
+    def check_files(self) -> None:
+        "Read and check every file the manifest lists; a one-line DynVFXError names the first damaged one."
+        for name in _listed_files(self.manifest): self._load(name, None, None)
 
     def load(self, timestep: int | torch.Tensor, device: torch.device | str | None = None,
              dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -214,12 +261,12 @@ class ReferenceLatents:
             saved = "none" if self.max_timestep is None else f"up to t={self.max_timestep}"
             raise DynVFXError(f"reference cache {self.folder}: no latents for t={int(timestep)} (saved: {saved}); "
                               "run the inversion again with a higher max_timestep to extend it")
-        return self._load(self.folder / timestep_file(timestep), device, dtype)
+        return self._load(timestep_file(timestep), device, dtype)
 
     @property
     def clean_latents(self) -> torch.Tensor:
         "x_orig, the VAE latents of the clip, (1, F_lat, C, h, w) float32 on the CPU."
-        return self._load(self.folder / CLEAN_FILE, None, None)
+        return self._load(CLEAN_FILE, None, None)
 
     def __repr__(self) -> str:
         return (f"ReferenceLatents({str(self.folder)!r}, {len(self.manifest.timesteps)} timesteps up to "
@@ -244,11 +291,9 @@ def open_reference_latents(cache_dir: Path | str,
         reach = f"goes up to t={max(manifest.timesteps)}" if manifest.timesteps else "holds no noisy latents yet"
         raise DynVFXError(f"reference cache {folder}: it {reach} but t={max(missing)} is needed; "
                           "run the inversion again to extend it (it resumes)")
-    for name in [CLEAN_FILE] + [timestep_file(t) for t in manifest.timesteps]:
-        if not (folder / name).exists():
-            raise DynVFXError(f"reference cache {folder / name} is missing; "
-                              "run the inversion again (it resumes from the last complete timestep)")
-    return ReferenceLatents(folder, manifest)
+    reference = ReferenceLatents(folder, manifest)
+    reference.check_files()
+    return reference
 
 # %% ../nbs/04_inversion.ipynb #6012b048
 def _clear_cache(folder: Path) -> None:
@@ -257,7 +302,7 @@ def _clear_cache(folder: Path) -> None:
     for path in [folder / MANIFEST_FILE, *timestep_files, folder / CLEAN_FILE]: path.unlink(missing_ok=True)
 
 def _open_or_create(folder: Path, inputs: CacheInputs, if_mismatch: str) -> ReferenceManifest | None:
-    "The folder's manifest if it matches `inputs` and its clean latents are there; None for a fresh start."
+    "The folder's manifest if it matches `inputs`; None for a fresh start (the folder's cache files deleted)."
     folder.mkdir(parents=True, exist_ok=True)
     remove_partials(folder)  # left by a run that stopped mid-write
     fix = ("use another cache folder, delete it, or rebuild it "
@@ -268,17 +313,80 @@ def _open_or_create(folder: Path, inputs: CacheInputs, if_mismatch: str) -> Refe
     except DynVFXError:
         if if_mismatch != "rebuild": raise
         manifest = None
-    if manifest is None or not (folder / CLEAN_FILE).exists():
-        _clear_cache(folder); return None
+    if manifest is None: _clear_cache(folder)
     return manifest
 
-def _complete_prefix(folder: Path, manifest: ReferenceManifest) -> list[int]:
-    "The saved timesteps up to the first one whose file is gone (the inversion resumes after them)."
-    ascending, kept = sorted(manifest.sampling_timesteps), []
-    for expected, saved in zip(ascending, manifest.timesteps):
-        if saved != expected or not (folder / timestep_file(saved)).exists(): break
+def _schedule_prefix(manifest: ReferenceManifest) -> list[int]:
+    "The listed timesteps that follow the sampling schedule up from the bottom, as `invert_clip` lists them."
+    kept = []
+    for saved, expected in zip(manifest.timesteps, sorted(manifest.sampling_timesteps)):
+        if saved != expected: break
         kept.append(saved)
     return kept
+
+# %% ../nbs/04_inversion.ipynb #03016a5d
+_logger = logging.getLogger("dynvfx")  # the command line shows its warnings on stderr
+
+def _check_cache_files(folder: Path, manifest: ReferenceManifest) -> set[str]:
+    "The names of the listed files that are damaged, each named in a warning line; the others' checks recorded."
+    damaged = set()
+    for name in _listed_files(manifest):
+        try: _, found = _read_latents(folder / name, manifest.files.get(name), manifest.latent_shape)
+        except _DamagedFile as e:
+            _logger.warning(f"reference cache {folder / name} {e}; rebuilding it")
+            damaged.add(name); continue
+        manifest.files[name] = found
+    return damaged
+
+def _open_cache(backbone: Backbone, pixels: torch.Tensor, folder: Path, inputs: CacheInputs, sampling_steps: int,
+                if_mismatch: str) -> tuple[ReferenceManifest, set[str]]:
+    "The cache's manifest, with the clean latents in place (encoded if new or damaged); the damaged timestep files."
+    manifest = _open_or_create(folder, inputs, if_mismatch)
+    if manifest is None:
+        clean = backbone.encode_video(pixels).float()
+        schedule = type(backbone.scheduler).from_config(backbone.scheduler.config)  # leave the backbone's as it is
+        manifest = ReferenceManifest(inputs=inputs, latent_shape=tuple(clean.shape),
+                                     sampling_timesteps=tuple(sampling_timesteps(schedule, sampling_steps).tolist()),
+                                     files={CLEAN_FILE: _save_latents(folder / CLEAN_FILE, clean)})
+        _write_manifest(folder, manifest)
+        return manifest, set()
+    before = manifest.model_dump()
+    manifest.timesteps = _schedule_prefix(manifest)
+    damaged = _check_cache_files(folder, manifest)
+    if CLEAN_FILE in damaged:  # encoded again: the same bits (the VAE's posterior mean)
+        manifest.files[CLEAN_FILE] = _save_latents(folder / CLEAN_FILE, backbone.encode_video(pixels).float())
+    if manifest.model_dump() != before: _write_manifest(folder, manifest)
+    return manifest, damaged - {CLEAN_FILE}
+
+# %% ../nbs/04_inversion.ipynb #1951c6a9
+def _climb(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings, reference: ReferenceLatents,
+           grid: list[int],      # the whole inversion grid, ascending
+           wanted: list[int],    # the sampling timesteps the cache must hold, ascending from the bottom
+           missing: list[int],   # those of them to make (not listed yet, or damaged), ascending
+           progress: bool) -> None:
+    "Make the `missing` timesteps' latents, each climbing from the wanted timestep below it; save each in the cache."
+    manifest, folder = reference.manifest, reference.folder
+    num_frames, _, height, width = pixels.shape
+    prompt_embeds = backbone.encode_prompt([settings.prompt])
+    rotary = backbone.rotary_embedding(backbone.token_grid(num_frames, height, width))
+    climb = grid[:grid.index(wanted[-1]) + 1]
+    below = dict(zip(wanted, [None, *wanted]))  # the wanted timestep below each (None: the clean latents)
+    start = lambda timestep: 0 if below[timestep] is None else climb.index(below[timestep]) + 1
+    bar = tqdm(desc="inversion", initial=start(missing[0]), total=len(climb), disable=not progress, leave=False)
+    latents, latents_at = None, -1  # the latents in hand and their timestep (None: clean; -1: none yet)
+    for timestep in missing:
+        if latents_at != below[timestep]:
+            from_file = reference.clean_latents if below[timestep] is None else reference.load(below[timestep])
+            latents = from_file.to(backbone.device)
+        for index in range(start(timestep), climb.index(timestep) + 1):
+            latents = inversion_step(backbone, latents, climb[index - 1] if index else None, climb[index],
+                                     prompt_embeds, rotary, label=f"inversion step {index + 1} of {len(climb)}")
+            bar.update(index + 1 - bar.n)
+        manifest.files[timestep_file(timestep)] = _save_latents(folder / timestep_file(timestep), latents)
+        if timestep not in manifest.timesteps: manifest.timesteps.append(timestep)  # above every listed one
+        _write_manifest(folder, manifest)
+        latents_at = timestep
+    bar.close()
 
 # %% ../nbs/04_inversion.ipynb #28186383
 def invert_clip(backbone: Backbone,
@@ -290,36 +398,15 @@ def invert_clip(backbone: Backbone,
                 if_mismatch: Literal["refuse", "rebuild"] = "refuse",  # what to do with a cache made from other inputs
                 progress: bool = True,
                ) -> ReferenceLatents:
-    "DDIM-invert a clip into its reference latents on disk, reusing, resuming or extending the cache there."
+    "DDIM-invert a clip into its reference latents on disk, reusing, resuming, extending or repairing the cache there."
     settings, folder = settings or InversionSettings(), Path(cache_dir)
-    grid, saved = inversion_timesteps(backbone.scheduler, settings.steps, sampling_steps, max_timestep)
+    grid, sampled = inversion_timesteps(backbone.scheduler, settings.steps, sampling_steps)
+    saved = [t for t in sampled if max_timestep is None or t <= max_timestep]
     inputs = cache_inputs(backbone, pixels, settings, sampling_steps)
-    manifest = _open_or_create(folder, inputs, if_mismatch)
-    if manifest is None:
-        clean = backbone.encode_video(pixels).float()
-        _save_latents(folder / CLEAN_FILE, clean)
-        schedule = type(backbone.scheduler).from_config(backbone.scheduler.config)  # leave the backbone's as it is
-        manifest = ReferenceManifest(inputs=inputs, latent_shape=tuple(clean.shape),
-                                     sampling_timesteps=tuple(sampling_timesteps(schedule, sampling_steps).tolist()))
-        _write_manifest(folder, manifest)
-    elif manifest.timesteps != (kept := _complete_prefix(folder, manifest)):
-        manifest.timesteps = kept; _write_manifest(folder, manifest)
-    reference = ReferenceLatents(folder, manifest)
-    if all(t in reference for t in saved): return reference
-    start = reference.max_timestep  # None: from the clean latents
-    latents = (reference.clean_latents if start is None else reference.load(start)).to(backbone.device)
-    prompt_embeds = backbone.encode_prompt([settings.prompt])
-    num_frames, _, height, width = pixels.shape
-    rotary = backbone.rotary_embedding(backbone.token_grid(num_frames, height, width))
-    first = 0 if start is None else grid.index(start) + 1
-    timestep_from = start
-    for index in tqdm(range(first, len(grid)), desc="inversion", initial=first, total=len(grid),
-                      disable=not progress, leave=False):
-        timestep_to = grid[index]
-        latents = inversion_step(backbone, latents, timestep_from, timestep_to, prompt_embeds, rotary,
-                                 label=f"inversion step {index + 1} of {len(grid)}")
-        if timestep_to in saved:
-            _save_latents(folder / timestep_file(timestep_to), latents)
-            manifest.timesteps.append(timestep_to); _write_manifest(folder, manifest)
-        timestep_from = timestep_to
+    with folder_lock(folder, "latents_path"):
+        manifest, damaged = _open_cache(backbone, pixels, folder, inputs, sampling_steps, if_mismatch)
+        reference = ReferenceLatents(folder, manifest)
+        wanted = sorted({*saved, *manifest.timesteps})  # both run up the schedule from the bottom: so does this
+        missing = [t for t in wanted if t not in manifest.timesteps or timestep_file(t) in damaged]
+        if missing: _climb(backbone, pixels, settings, reference, grid, wanted, missing, progress)
     return reference

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -17,7 +18,8 @@ from typing import Any
 
 import torch
 from fastcore.basics import patch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .anchor_attention import AnchorController, anchor_extended_attention
@@ -33,8 +35,8 @@ from .video_io import Clip, write_mp4
 logger = logging.getLogger("dynvfx")
 
 # %% auto #0
-__all__ = ['logger', 'EditSchedule', 'RunLog', 'check_inputs', 'EditResult', 'DynVFXPipeline', 'edit_fingerprint', 'PassStore',
-           'write_outputs']
+__all__ = ['logger', 'PASS_TENSORS', 'EditSchedule', 'RunLog', 'check_inputs', 'EditResult', 'DynVFXPipeline', 'edit_fingerprint',
+           'DamagedPass', 'pass_digest', 'read_pass', 'PassStore', 'write_outputs']
 
 # %% ../nbs/11_pipeline.ipynb #fa92470a
 @dataclass(frozen=True)
@@ -81,11 +83,11 @@ class RunLog:
         if path: path.parent.mkdir(parents=True, exist_ok=True)
 
     def event(self, message: str, **data) -> None:
-        "Log `message` (printed with `echo`), and append it with `data` to the file."
+        "Log `message` (printed with `echo`; a WARNING when `warning=True`), and append it with `data` to the file."
         record = {"time": round(time.time(), 3), "message": message, **data}
         if self.path:
             with open(self.path, "a", encoding="utf-8") as f: f.write(json.dumps(record) + "\n")
-        (print if self.echo else logger.info)(message)
+        (print if self.echo else logger.warning if data.get("warning") else logger.info)(message)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -291,44 +293,100 @@ def edit_fingerprint(config: DynVFXConfig, clip: Clip, protocol: EditProtocol, s
                    reference_latents.manifest.inputs.model_dump(mode="json"))
 
 # %% ../nbs/11_pipeline.ipynb #ba3770d6
+PASS_TENSORS = ("residual", "target_mask", "latent_target_mask")  # what every pass file holds
+
+class DamagedPass(Exception):
+    "A saved pass that must not be used: its file cannot be read, or it does not match its digest."
+
+def pass_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    "SHA-256 of a pass's metadata (all but the digest) and of its tensors' names, types, shapes and bytes."
+    digest = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != "digest"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+def read_pass(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    "A pass file's metadata and tensors, checked against its digest; DamagedPass says what is wrong with it."
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata, tensors = f.metadata() or {}, {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError as error: raise DamagedPass(f"unreadable: {' '.join(str(error).split())}") from None
+    if "digest" not in metadata: raise DamagedPass("it carries no digest (dynvfx saved none before)")
+    if pass_digest(metadata, tensors) != metadata["digest"]: raise DamagedPass("its contents do not match its digest")
+    if sorted(tensors) != sorted(PASS_TENSORS):
+        raise DamagedPass(f"it holds {sorted(tensors)}, not {list(PASS_TENSORS)}")
+    return metadata, tensors
+
+# %% ../nbs/11_pipeline.ipynb #29a95c7e
 class PassStore:
-    "The saved passes of one run: passes/pass_NN.safetensors, each with the run's fingerprint."
+    "The saved passes of one run: passes/pass_NN.safetensors, each with the run's fingerprint and a digest."
     def __init__(self, folder: Path | None, fingerprint: str, log: RunLog):
-        self.folder, self.fingerprint = folder, fingerprint
+        self.folder, self.fingerprint, self.log = folder, fingerprint, log
         if folder is None: return
         folder.mkdir(parents=True, exist_ok=True)
         remove_partials(folder)  # left by a run that stopped while saving a pass
-        stale = [p for p in folder.glob("pass_*.safetensors") if self._metadata(p).get("fingerprint") != fingerprint]
+        fingerprints = {}
+        for index in self.saved():
+            try: fingerprints[self.path(index)] = read_pass(self.path(index))[0].get("fingerprint")
+            except DamagedPass as damage: self.discard(index, damage)
+        stale = [path for path, saved in fingerprints.items() if saved != fingerprint]
         if stale:
             log.event(f"inputs or settings changed since the saved passes: starting the passes over "
                       f"({len(stale)} removed)")
-            for p in folder.glob("pass_*.safetensors"): p.unlink()
-
-    @staticmethod
-    def _metadata(path: Path) -> dict:
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f: return f.metadata() or {}
+            for path in fingerprints: path.unlink()
 
     def path(self, index: int) -> Path:
         "Where pass `index` is saved."
         return self.folder / f"pass_{index:02d}.safetensors"
 
-    def load(self, index: int) -> dict[str, torch.Tensor] | None:
-        "Pass `index`'s residual and masks, or None when it was not saved."
-        if self.folder is None or not self.path(index).exists(): return None
-        tensors = load_file(str(self.path(index)))
-        return {"residual": tensors["residual"], "target_mask": tensors["target_mask"].bool(),
-                "latent_target_mask": tensors["latent_target_mask"].bool()}
+    def saved(self) -> list[int]:
+        "The indices of the passes whose files are there, in order."
+        if self.folder is None: return []
+        found = (re.fullmatch(r"pass_(\d+)\.safetensors", p.name) for p in self.folder.glob("pass_*.safetensors"))
+        return sorted(int(match[1]) for match in found if match)
 
-    def save(self, index: int, start: int, residual: torch.Tensor, target_mask: torch.Tensor,
-             latent_target_mask: torch.Tensor) -> None:
-        "Save pass `index` (whole or not at all), with the run's fingerprint."
-        if self.folder is None: return
-        tensors = {"residual": residual.float().contiguous().cpu(),
-                   "target_mask": target_mask.to(torch.uint8).contiguous().cpu(),
-                   "latent_target_mask": latent_target_mask.to(torch.uint8).contiguous().cpu()}
-        with atomic_write(self.path(index)) as partial:
-            save_file(tensors, str(partial), metadata={"fingerprint": self.fingerprint, "start": str(start)})
+    def discard(self, index: int, damage: DamagedPass) -> None:
+        "Remove pass `index`'s damaged file, with one warning line that names it."
+        self.log.event(f"{self.path(index)}: damaged ({damage}); removed, not used: the edit goes on from the "
+                       "newest intact pass", pass_index=index, warning=True, damaged=str(self.path(index)))
+        self.path(index).unlink(missing_ok=True)
+
+# %% ../nbs/11_pipeline.ipynb #f52b0116
+@patch
+def load(self: PassStore, index: int) -> dict[str, torch.Tensor] | None:
+    "Pass `index`'s residual and masks; None when it was not saved, or is damaged (then removed, with a warning)."
+    if self.folder is None or not self.path(index).exists(): return None
+    try: tensors = read_pass(self.path(index))[1]
+    except DamagedPass as damage: self.discard(index, damage); return None
+    return {"residual": tensors["residual"], "target_mask": tensors["target_mask"].bool(),
+            "latent_target_mask": tensors["latent_target_mask"].bool()}
+
+@patch
+def resume(self: PassStore, count: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+    "The newest intact pass among the first `count` and its tensors (None: nothing saved); logs the passes it covers."
+    for last in reversed([index for index in self.saved() if index < count]):
+        saved = self.load(last)
+        if saved is None: continue
+        for index in range(last + 1):
+            how = (f"resumed from {self.path(index).name}" if self.path(index).exists() else
+                   f"not run again, {self.path(last).name} holds the edit after it")
+            self.log.event(f"pass {index + 1}: {how}", pass_index=index, resumed=True)
+        return last, saved
+    return None
+
+@patch
+def save(self: PassStore, index: int, start: int, residual: torch.Tensor, target_mask: torch.Tensor,
+         latent_target_mask: torch.Tensor) -> None:
+    "Save pass `index` (whole or not at all), with the run's fingerprint and the file's digest."
+    if self.folder is None: return
+    tensors = {"residual": residual.float().contiguous().cpu(),
+               "target_mask": target_mask.to(torch.uint8).contiguous().cpu(),
+               "latent_target_mask": latent_target_mask.to(torch.uint8).contiguous().cpu()}
+    metadata = {"fingerprint": self.fingerprint, "start": str(start)}
+    metadata["digest"] = pass_digest(metadata, tensors)
+    with atomic_write(self.path(index)) as partial: save_file(tensors, str(partial), metadata=metadata)
 
 # %% ../nbs/11_pipeline.ipynb #52a8e223
 @patch
@@ -353,21 +411,19 @@ def __call__(self: DynVFXPipeline, clip: Clip, protocol: EditProtocol, source_ma
     residual = torch.zeros_like(original)
     target = torch.zeros(grid.num_frames, grid.height, grid.width, dtype=torch.bool)
     latent_target = torch.zeros(grid.latent_frames, grid.latent_height, grid.latent_width, dtype=torch.bool)
-    new_passes, passes_done = 0, 0
+    resumed = store.resume(len(self.schedule.pass_starts))  # the newest intact pass holds the edit so far
+    if resumed is not None:
+        residual = resumed[1]["residual"].to(original.device)
+        target, latent_target = resumed[1]["target_mask"], resumed[1]["latent_target_mask"]
+    first_new = 0 if resumed is None else resumed[0] + 1
+    new_passes, passes_done = 0, first_new
     with ExitStack() as edit:
         if controller is not None and attention_observer is not None:
             edit.callback(controller.add_observer(attention_observer))  # removed when the edit ends
         if controller is not None:
             edit.enter_context(anchor_extended_attention(backbone.transformer, controller, config.anchors.layers))
-        for index, start in enumerate(self.schedule.pass_starts):
-            if max_new_passes is not None and new_passes >= max_new_passes and store.load(index) is None: break
-            saved = store.load(index)
-            if saved is not None:
-                residual = saved["residual"].to(original.device)
-                target, latent_target = saved["target_mask"], saved["latent_target_mask"]
-                log.event(f"pass {index + 1}: resumed from {store.path(index).name}", pass_index=index, resumed=True)
-                passes_done += 1
-                continue
+        for index, start in enumerate(self.schedule.pass_starts[first_new:], start=first_new):
+            if max_new_passes is not None and new_passes >= max_new_passes: break
             with log.stage("sampling"):
                 updated = self.denoise_pass(original + residual, start, index, embeds, rotary, controller,
                                             reference_latents, progress, **watch)

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -145,14 +147,20 @@ def _as_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
 def write_mp4(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8.0, crf: float = 18) -> Path:
     "Write frames (float (F, C, H, W) or uint8 (F, H, W, C)) as an H.264 yuv420p mp4, whole or not at all."
     path, frames = Path(path), _even(_as_uint8(frames))
-    container = [] if path.suffix else ["-f", "mp4"]  # ffmpeg picks the container from the suffix, if there is one
-    with atomic_write(path) as partial:
-        writer = _ffmpeg().write_frames(str(partial), (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
-                                        pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
-                                        output_params=["-crf", str(crf), *container], ffmpeg_log_level="error")
-        writer.send(None)
-        for frame in frames: writer.send(np.ascontiguousarray(frame))
-        writer.close()
+    height, width = frames.shape[1:3]
+    command = [_ffmpeg().get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-", "-an", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", "-crf", f"{crf:g}", "-f", "mp4"]
+    with atomic_write(path) as partial, tempfile.TemporaryFile() as errors:
+        ffmpeg = subprocess.Popen([*command, str(partial)], stdin=subprocess.PIPE, stderr=errors)
+        try:
+            for frame in frames: ffmpeg.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError: pass  # ffmpeg stopped early: its exit status and message say why
+        finally: ffmpeg.stdin.close()
+        if ffmpeg.wait() != 0:
+            errors.seek(0); said = errors.read().decode("utf-8", "replace").strip().splitlines()
+            raise OSError(f"ffmpeg could not write {path.name} (exit {ffmpeg.returncode}): "
+                          f"{said[-1] if said else 'no message'}")
     return path
 
 # %% ../nbs/01_video_io.ipynb #5c639337

@@ -8,15 +8,21 @@ imports these with `from test_helpers import ...`.
   `answer_by_schema`): an OpenAI-compatible chat-completions server on 127.0.0.1 that answers from a script and
   records every request, so that the real openai client can be tested over HTTP without a model (the assistant's
   and the command line's notebooks).
+- `small_file_system` and `remount`: a tiny tmpfs (or a read-only one) for the tests of a full disk and of a
+  folder that cannot be written; they need root, and yield None elsewhere so the test can say it is skipped.
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -139,3 +145,21 @@ def answer_by_schema(answers: Mapping[str, Any]) -> Callable[[RecordedRequest], 
         if name not in answers: return error_reply(400, f"no scripted answer for schema {name!r}")
         return chat_completion(answers[name])
     return reply
+
+
+@contextmanager
+def small_file_system(size: str = "256k", read_only: bool = False) -> Iterator[Path | None]:
+    "A fresh tmpfs of `size` mounted on a temporary folder; None where mounting is not allowed (not root, no mount)."
+    with tempfile.TemporaryDirectory() as folder:
+        options = f"size={size}" + (",ro" if read_only else "")
+        try: mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", folder],
+                                      capture_output=True).returncode == 0
+        except OSError: mounted = False  # no mount program here
+        try: yield Path(folder) if mounted else None
+        finally:
+            if mounted: subprocess.run(["umount", folder], check=True)
+
+
+def remount(disk: Path, options: str) -> None:
+    "Change a mounted tmpfs's options (its size, read-only or not)."
+    subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
