@@ -199,7 +199,7 @@ def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progre
     redo = set(STAGES) if "all" in redo else set(redo)
     run_dir, clip = check_output_folder(config), read_clip(config)
     protocol = _check_protocol(command, config, redo, client)
-    with folder_lock(run_dir, OUTPUT_SETTING):  # from the first write to the summary, this run is the folder's only one
+    with folder_lock(run_dir, OUTPUT_SETTING):  # from the first write to the summary: the folder's only run
         summary = _run_stages(command, config, clip, protocol, redo, progress, client, split)
         atomic_write_text(run_dir / f"{command}_summary.json", json.dumps(summary, indent=2))
     return summary
@@ -228,7 +228,7 @@ def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = Tr
     check_output_folder(config)
     helper = config.model.branch_parallel and torchrun_env().rank > 0  # process 1 of a branch split writes nothing
     with ExitStack() as held:
-        if not helper: held.enter_context(folder_lock(config.run_dir, OUTPUT_SETTING))  # before the protocol is written
+        if not helper: held.enter_context(folder_lock(config.run_dir, OUTPUT_SETTING))  # before the protocol
         if not helper and ("protocol" in redo or "all" in redo or not config.protocol_path.exists()):
             save_protocol(load_protocol(data_dir() / "demo_protocol.json"), config.protocol_path)
         summary = run_command("execute", config, redo, progress)
