@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,6 +127,14 @@ def remove_partials(folder: str | Path) -> list[Path]:
 LOCK_FILE = ".dynvfx.lock"  # in a locked folder; it stays there, locked or not
 _held: dict[Path, list] = {}  # folder -> [open lock file, how many times this process holds it]
 
+def _holder(handle, wait_s: float = 2.0) -> str:
+    "Who holds a lock file, as its holder wrote it (it writes just after it takes the lock: wait a moment for it)."
+    deadline = time.monotonic() + wait_s
+    while True:
+        handle.seek(0); holder = handle.read().strip()
+        if holder or time.monotonic() > deadline: return holder or "another process"
+        time.sleep(0.05)
+
 def _take_lock(folder: Path, setting: str):
     "Open and lock `folder`'s lock file and write who holds it; DynVFXError if it is held or cannot be written."
     try:
@@ -139,7 +148,7 @@ def _take_lock(folder: Path, setting: str):
                      f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"); handle.flush()
         return handle
     except BlockingIOError:
-        handle.seek(0); holder = handle.read().strip() or "another process"; handle.close()
+        holder = _holder(handle); handle.close()
         raise DynVFXError(f"{folder}: another dynvfx run ({holder}) is using this folder; wait until it "
                           f"ends, or choose another {setting}") from None
     except OSError as error:
