@@ -15,6 +15,9 @@ Parts, so that the edit fits in the device's 10-minute calls (the pipeline resum
                     authors' way (per-frame gather loop, separate text/video attention calls) plus a batch-1 forward;
                     a batch-1 forward (its inversion step), VAE encode and decode
   --part memory     the 24 GB settings (model CPU offload, VAE tiling and slicing) on a short edit: peak memory
+  --part windows    a clip of --frames frames edited whole, in windows of 49 (issue 23's cost at full scale): build,
+                    inversion, sampling, VAE and segmentation with a short schedule (a 20-step inversion grid, 10
+                    sampling steps, one pass from t=899), so that 97 frames fit in one call
   --part report     combine the JSON files in --workdir into the table (ours vs the reference rebuilt)
 
   python -m bench.bench_edit --part edit --smoke --workdir /tmp/bench-edit   # tiny, on the CPU (checks the script)
@@ -37,7 +40,7 @@ from dynvfx.protocol import EditProtocol
 from dynvfx.video_io import Clip
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("probe", "sam3", "edit", "reference", "memory", "memory_stages", "report")
+PARTS = ("probe", "sam3", "edit", "windows", "reference", "memory", "memory_stages", "report")
 TASK_REFERENCE_STEP_S = 3.56  # the authors' whole step on one H100, as the task statement measured it
 
 
@@ -62,9 +65,10 @@ def build_sam3(smoke: bool, folder: Path, device: torch.device, dtype: torch.dty
                               score_threshold=score_threshold, progress=False, offload_state=offload_state)
 
 
-def edit_inputs(smoke: bool):
+def edit_inputs(smoke: bool, num_frames: int | None = None):
     "The clip (smooth random textures, seeded), its anchor masks (~20% of the frame, moving) and the protocol."
     frames, height, width = clip_size(smoke)
+    frames = num_frames or frames
     generator = torch.Generator().manual_seed(0)
     coarse = torch.rand(frames, 3, height // 16, width // 16, generator=generator)
     pixels = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
@@ -133,6 +137,34 @@ def part_edit(args, device: torch.device, dtype: torch.dtype) -> dict:
                 sam3=dict(key_frames=args.key_frames, score_threshold=args.sam3_threshold),
                 compiled=args.compile, compiled_graphs=counters["stats"]["unique_graphs"] if args.compile else None,
                 steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps, peak_gib=memory.gib)
+
+
+def part_windows(args, device: torch.device, dtype: torch.dtype) -> dict:
+    "A clip of --frames frames edited whole in windows, with a short schedule: each stage's time."
+    from dynvfx.pipeline import DynVFXPipeline, invert_windows, plan_windows
+    short = dict(inversion=dict(steps=20), sampling=dict(steps=10), refinement=dict(pass_timesteps=[899]))
+    workdir = args.workdir / f"windows_{args.frames}"
+    config = edit_config(args.smoke, workdir, str(device), args.backend, args.compile, **short)
+    if args.smoke: config = config.model_copy(update=dict(video=config.video.model_copy(update=dict(num_frames=9))))
+    clip, masks, protocol = edit_inputs(args.smoke, args.frames)
+    with PeakMemory(device) as memory:
+        with Stopwatch(device) as build:
+            backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
+            segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames,
+                                   score_threshold=args.sam3_threshold)
+        pipeline = DynVFXPipeline(backbone, segmenter, config)
+        plan = plan_windows(config, backbone, clip.num_frames)
+        with Stopwatch(device) as inversion:
+            references = invert_windows(backbone, clip.pixels, plan, config.inversion, config.reference_latents_dir,
+                                        sampling_steps=config.sampling.steps,
+                                        max_timestep=max(pipeline.schedule.source_timesteps), progress=not args.quiet)
+        with Stopwatch(device) as edit:
+            result = pipeline(clip, protocol, masks, references, run_dir=config.run_dir, progress=not args.quiet)
+    return dict(frames=clip.num_frames, windows=plan.count, window_starts=list(plan.starts), stride=plan.stride,
+                build_s=build.seconds, inversion_s=inversion.seconds, edit_s=edit.seconds,
+                total_s=inversion.seconds + edit.seconds, edit_times_s=result.times, steps=pipeline.schedule.steps,
+                source_steps=pipeline.schedule.source_steps, schedule=short, peak_gib=memory.gib,
+                result_frames=result.pixels.shape[0])
 
 
 # -- the reference's cost, and forward timings ------------------------------------------------------------------------
@@ -377,6 +409,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "candidates; 0.5: none)")
     parser.add_argument("--passes-now", type=int, default=None,
                         help="--part edit: at most this many new passes in this call")
+    parser.add_argument("--frames", type=int, default=97, help="--part windows: the clip's frames")
     parser.add_argument("--backend", default="sdpa"); parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=3); parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -390,11 +423,12 @@ def main(argv=None) -> dict:
     dtype = torch.float32 if args.smoke else torch.bfloat16
     if args.part == "report": results = report(args.workdir)
     else:
-        part = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, reference=part_reference, memory=part_memory,
-                    memory_stages=part_memory_stages)[args.part]
+        part = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, windows=part_windows, reference=part_reference,
+                    memory=part_memory, memory_stages=part_memory_stages)[args.part]
         results = part(args, device, dtype)
         results["device"] = device_name(device)
     name = f"edit_{len(list(args.workdir.glob('edit_*.json'))):02d}" if args.part == "edit" else args.part
+    if args.part == "windows": name = f"windows_{args.frames}"
     for folder in [args.workdir] + ([args.out] if args.out else []): write_json(folder / f"{name}.json", results, 2)
     print(json_text(results, 2))
     return results

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .core import DynVFXError, atomic_write_text
 
 # %% auto #0
-__all__ = ['PROTOCOL_FILE', 'Section', 'ModelSettings', 'VideoSettings', 'InversionSettings', 'SamplingSettings',
-           'AnchorSettings', 'RefinementSettings', 'MaskSettings', 'SegmentationSettings', 'AssistantSettings',
-           'DynVFXConfig', 'config_error', 'parse_config', 'load_config', 'config_dict', 'save_config',
-           'apply_overrides']
+__all__ = ['PROTOCOL_FILE', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings', 'InversionSettings',
+           'SamplingSettings', 'AnchorSettings', 'RefinementSettings', 'MaskSettings', 'SegmentationSettings',
+           'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config', 'load_config', 'config_dict',
+           'save_config', 'apply_overrides']
 
 # %% ../nbs/02_config.ipynb #145f74bd
 class Section(BaseModel):
@@ -38,16 +38,25 @@ class ModelSettings(Section):
                                           # diffusers dispatcher backend ("flash_3", "sage", ...)
     compile: bool = False                 # torch.compile the repeated transformer block
     branch_parallel: bool = False         # under torchrun with 2 processes: one GPU runs the conditional (and
-                                          # source) branch, the other the unconditional one (14_parallel)
+                                          # source) branch, the other the unconditional one (16_parallel)
 
 class VideoSettings(Section):
     "How the source clip is brought to the model's frame count and size."
-    num_frames: int = Field(49, ge=1)     # frames the model sees (CogVideoX: 4k+1)
+    num_frames: int = Field(49, ge=1)     # frames the model sees at once, its window (CogVideoX: 4k+1)
     height: int = Field(480, ge=8)
     width: int = Field(720, ge=8)
     fps: float = Field(8.0, gt=0)         # frame rate of frames folders and of written videos
-    frame_selection: Literal["first", "uniform"] = "first"  # first N frames, or N spread over the clip
+    frame_selection: Literal["whole", "first", "uniform"] = "whole"  # the whole clip in overlapping windows of
+                                          # num_frames, its first num_frames frames, or num_frames spread over it
+    window_stride: int | None = Field(None, ge=1)  # frames from one window's start to the next's ("whole"); the
+                                          # windows overlap by num_frames - window_stride frames. None: the largest
+                                          # multiple of the VAE's frames per latent frame up to 2/3 of num_frames
     resize: Literal["cover", "stretch"] = "cover"           # scale and centre-crop, or stretch
+
+class CompositeSettings(Section):
+    "How the edit goes back onto the plate: at the plate's own size and frame rate, with a soft-edged matte."
+    feather_px: float | None = Field(None, ge=0)  # width of the matte's soft edge in plate pixels; None: two
+                                                  # model pixels at the plate's scale (at least one pixel)
 
 # %% ../nbs/02_config.ipynb #2256751d
 class InversionSettings(Section):
@@ -159,6 +168,7 @@ class DynVFXConfig(Section):
     masks: MaskSettings = MaskSettings()
     segmentation: SegmentationSettings = SegmentationSettings()
     assistant: AssistantSettings = AssistantSettings()
+    composite: CompositeSettings = CompositeSettings()
 
     @field_validator("target_folder")
     @classmethod

@@ -363,7 +363,7 @@ def _climb(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings
            grid: list[int],      # the whole inversion grid, ascending
            wanted: list[int],    # the sampling timesteps the cache must hold, ascending from the bottom
            missing: list[int],   # those of them to make (not listed yet, or damaged), ascending
-           progress: bool) -> None:
+           progress: bool, label: str = "inversion") -> None:
     "Make the `missing` timesteps' latents, each climbing from the wanted timestep below it; save each in the cache."
     manifest, folder = reference.manifest, reference.folder
     num_frames, _, height, width = pixels.shape
@@ -372,7 +372,7 @@ def _climb(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings
     climb = grid[:grid.index(wanted[-1]) + 1]
     below = dict(zip(wanted, [None, *wanted]))  # the wanted timestep below each (None: the clean latents)
     start = lambda timestep: 0 if below[timestep] is None else climb.index(below[timestep]) + 1
-    bar = tqdm(desc="inversion", initial=start(missing[0]), total=len(climb), disable=not progress, leave=False)
+    bar = tqdm(desc=label, initial=start(missing[0]), total=len(climb), disable=not progress, leave=False)
     latents, latents_at = None, -1  # the latents in hand and their timestep (None: clean; -1: none yet)
     for timestep in missing:
         if latents_at != below[timestep]:
@@ -380,7 +380,7 @@ def _climb(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings
             latents = from_file.to(backbone.device)
         for index in range(start(timestep), climb.index(timestep) + 1):
             latents = inversion_step(backbone, latents, climb[index - 1] if index else None, climb[index],
-                                     prompt_embeds, rotary, label=f"inversion step {index + 1} of {len(climb)}")
+                                     prompt_embeds, rotary, label=f"{label} step {index + 1} of {len(climb)}")
             bar.update(index + 1 - bar.n)
         manifest.files[timestep_file(timestep)] = _save_latents(folder / timestep_file(timestep), latents)
         if timestep not in manifest.timesteps: manifest.timesteps.append(timestep)  # above every listed one
@@ -397,6 +397,7 @@ def invert_clip(backbone: Backbone,
                 max_timestep: int | None = None,             # invert only up to this timestep; None: to 999
                 if_mismatch: Literal["refuse", "rebuild"] = "refuse",  # what to do with a cache made from other inputs
                 progress: bool = True,
+                label: str = "inversion",                    # names its progress bar and its steps' errors
                ) -> ReferenceLatents:
     "DDIM-invert a clip into its reference latents on disk, reusing, resuming, extending or repairing the cache there."
     settings, folder = settings or InversionSettings(), Path(cache_dir)
@@ -408,5 +409,5 @@ def invert_clip(backbone: Backbone,
         reference = ReferenceLatents(folder, manifest)
         wanted = sorted({*saved, *manifest.timesteps})  # both run up the schedule from the bottom: so does this
         missing = [t for t in wanted if t not in manifest.timesteps or timestep_file(t) in damaged]
-        if missing: _climb(backbone, pixels, settings, reference, grid, wanted, missing, progress)
+        if missing: _climb(backbone, pixels, settings, reference, grid, wanted, missing, progress, label)
     return reference

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,8 +25,9 @@ if TYPE_CHECKING: from matplotlib.figure import Figure  # for annotations only, 
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'FrameSelection', 'ResizePolicy', 'to_float_frames', 'to_uint8_frames',
-           'read_frames_folder', 'read_video_file', 'write_mp4', 'write_frames', 'Clip', 'select_frames', 'fit_frames',
-           'read_clip', 'load_clip', 'key_frame_indices', 'show_clip', 'show_frames']
+           'frame_files', 'read_image', 'read_frames_folder', 'video_frames', 'read_video_file', 'mp4_stream',
+           'write_mp4', 'write_frames', 'Clip', 'select_frames', 'fit_frames', 'read_clip', 'load_clip',
+           'key_frame_indices', 'show_clip', 'show_frames']
 
 # %% ../nbs/01_video_io.ipynb #3ec6899a
 def to_float_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -46,7 +49,7 @@ def to_uint8_frames(pixels: torch.Tensor) -> np.ndarray:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v")
 
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
     "The frame files of `folder` in order, after checking their names."
     files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if not files:
@@ -75,7 +78,7 @@ def _frame_files(folder: Path) -> list[Path]:
     return files
 
 # %% ../nbs/01_video_io.ipynb #14926eba
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     "One RGB image as uint8 (H, W, 3), with a clear error for unreadable or truncated files."
     try:
         with Image.open(path) as image:
@@ -92,8 +95,8 @@ def read_frames_folder(folder: str | Path) -> np.ndarray:
         raise DynVFXError(f"{folder}: no such file or folder; give a frames folder or a video file")
     if not folder.is_dir(): raise DynVFXError(f"{folder}: not a folder")
     frames = []
-    for path in _frame_files(folder):
-        image = _read_image(path)
+    for path in frame_files(folder):
+        image = read_image(path)
         if frames and image.shape != frames[0].shape:
             (height, width), (first_height, first_width) = image.shape[:2], frames[0].shape[:2]
             raise DynVFXError(f"{path}: size {width}x{height} differs from the first frame's "
@@ -107,8 +110,13 @@ def _ffmpeg():
     import imageio_ffmpeg
     return imageio_ffmpeg
 
-def read_video_file(path: str | Path) -> tuple[np.ndarray, float]:
-    "Read a video file (mp4, mov, webm, gif, ...) into uint8 (F, H, W, 3) and its frame rate."
+def _undecodable(path: Path, error: Exception) -> DynVFXError:
+    "The one-line error of a video file that ffmpeg cannot decode."
+    return DynVFXError(f"{path}: the video cannot be decoded ({type(error).__name__}); "
+                       "check that the file is complete, or re-encode it as H.264 mp4")
+
+def video_frames(path: str | Path) -> tuple[dict, Iterator[np.ndarray]]:
+    "A video file's metadata as ffmpeg reports it (size, fps, duration) and its frames, uint8 (H, W, 3), one by one."
     path = Path(path)
     if not path.exists(): raise DynVFXError(f"{path}: no such file or folder; give a frames folder or a video file")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -117,11 +125,19 @@ def read_video_file(path: str | Path) -> tuple[np.ndarray, float]:
     try:
         reader = _ffmpeg().read_frames(str(path), pix_fmt="rgb24")
         meta = next(reader)
-        width, height = meta["size"]
-        frames = [np.frombuffer(chunk, np.uint8).reshape(height, width, 3) for chunk in reader]
-    except Exception as e:
-        raise DynVFXError(f"{path}: the video cannot be decoded ({type(e).__name__}); "
-                          "check that the file is complete, or re-encode it as H.264 mp4") from None
+    except Exception as e: raise _undecodable(path, e) from None
+    width, height = meta["size"]
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for chunk in reader: yield np.frombuffer(chunk, np.uint8).reshape(height, width, 3)
+        except Exception as e: raise _undecodable(path, e) from None
+        finally: reader.close()  # stops ffmpeg when the caller stops early
+    return meta, frames()
+
+def read_video_file(path: str | Path) -> tuple[np.ndarray, float]:
+    "Read a video file (mp4, mov, webm, gif, ...) into uint8 (F, H, W, 3) and its frame rate."
+    meta, frames = video_frames(path)
+    frames = list(frames)
     if not frames: raise DynVFXError(f"{path}: the video has no frames; check that the file is complete")
     fps, duration = float(meta.get("fps") or 0), float(meta.get("duration") or 0)
     expected = round(fps * duration)
@@ -144,24 +160,39 @@ def _as_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
         raise ValueError(f"expected uint8 (F, H, W, C) or float (F, C, H, W), got {frames.dtype} {frames.shape}")
     return frames if frames.shape[-1] == 3 else np.repeat(frames[..., :1], 3, axis=-1)
 
-def write_mp4(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8.0, crf: float = 18) -> Path:
-    "Write frames (float (F, C, H, W) or uint8 (F, H, W, C)) as an H.264 yuv420p mp4, whole or not at all."
-    path, frames = Path(path), _even(_as_uint8(frames))
-    height, width = frames.shape[1:3]
+@contextmanager
+def mp4_stream(path: str | Path, height: int, width: int, fps: float = 8.0,
+               crf: float = 18) -> Iterator[Callable[[np.ndarray], None]]:
+    "Write an H.264 yuv420p mp4 one uint8 (H, W, 3) frame at a time, whole or not at all; odd sizes are padded."
+    path, pad = Path(path), ((0, height % 2), (0, width % 2), (0, 0))
     command = [_ffmpeg().get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-", "-an", "-c:v", "libx264",
-               "-pix_fmt", "yuv420p", "-crf", f"{crf:g}", "-f", "mp4"]
+               "-s", f"{width + width % 2}x{height + height % 2}", "-r", f"{fps:g}", "-i", "-", "-an",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", f"{crf:g}", "-f", "mp4"]
     with atomic_write(path) as partial, tempfile.TemporaryFile() as errors:
         ffmpeg = subprocess.Popen([*command, str(partial)], stdin=subprocess.PIPE, stderr=errors)
-        try:
-            for frame in frames: ffmpeg.stdin.write(np.ascontiguousarray(frame).tobytes())
-        except BrokenPipeError: pass  # ffmpeg stopped early: its exit status and message say why
-        finally: ffmpeg.stdin.close()
-        if ffmpeg.wait() != 0:
+        def write(frame: np.ndarray) -> None:
+            if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+                raise ValueError(f"expected a uint8 ({height}, {width}, 3) frame, got {frame.dtype} {frame.shape}")
+            try: ffmpeg.stdin.write(np.pad(frame, pad, mode="edge").tobytes())
+            except BrokenPipeError: pass  # ffmpeg stopped early: its exit status and message say why
+        try: yield write
+        except BaseException:
+            ffmpeg.kill(); raise
+        finally:
+            try: ffmpeg.stdin.close()
+            except BrokenPipeError: pass
+            ffmpeg.wait()
+        if ffmpeg.returncode != 0:
             errors.seek(0); said = errors.read().decode("utf-8", "replace").strip().splitlines()
             raise OSError(f"ffmpeg could not write {path.name} (exit {ffmpeg.returncode}): "
                           f"{said[-1] if said else 'no message'}")
-    return path
+
+def write_mp4(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8.0, crf: float = 18) -> Path:
+    "Write frames (float (F, C, H, W) or uint8 (F, H, W, C)) as an H.264 yuv420p mp4, whole or not at all."
+    frames = _as_uint8(frames)
+    with mp4_stream(path, *frames.shape[1:3], fps=fps, crf=crf) as write:
+        for frame in frames: write(frame)
+    return Path(path)
 
 # %% ../nbs/01_video_io.ipynb #5c639337
 def write_frames(frames: np.ndarray | torch.Tensor, folder: str | Path, suffix: str = ".png") -> Path:
@@ -186,21 +217,23 @@ class Clip:
     def size(self) -> tuple[int, int]: return tuple(self.pixels.shape[-2:])  # (height, width)
 
 # %% ../nbs/01_video_io.ipynb #7dbee994
-FrameSelection = Literal["first", "uniform"]
+FrameSelection = Literal["whole", "first", "uniform"]
 ResizePolicy = Literal["cover", "stretch"]
 
 def select_frames(pixels: torch.Tensor, num_frames: int, policy: FrameSelection = "first",
                   source: str = "the clip") -> torch.Tensor:
-    "Pick `num_frames` frames: the first ones, or evenly spread from first to last."
+    "Pick the frames the model sees: all of them ('whole'), the first `num_frames`, or `num_frames` evenly spread."
+    if policy not in ("whole", "first", "uniform"):
+        raise DynVFXError(f"video.frame_selection: {policy!r} is not a frame selection; use 'whole', 'first' or "
+                          "'uniform'")
+    if policy == "whole": return pixels
     available = pixels.shape[0]
     if available < num_frames:
         raise DynVFXError(f"{source}: has {available} frames but {num_frames} are needed; "
-                          "use a longer clip or set video.num_frames lower")
+                          "use a longer clip, set video.num_frames lower, or video.frame_selection 'whole'")
     if policy == "first": return pixels[:num_frames]
-    if policy == "uniform":
-        index = torch.linspace(0, available - 1, num_frames) if num_frames > 1 else torch.zeros(1)
-        return pixels[index.round().long()]
-    raise DynVFXError(f"video.frame_selection: {policy!r} is not a frame selection; use 'first' or 'uniform'")
+    index = torch.linspace(0, available - 1, num_frames) if num_frames > 1 else torch.zeros(1)
+    return pixels[index.round().long()]
 
 # %% ../nbs/01_video_io.ipynb #741846cd
 def _resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -230,7 +263,7 @@ def read_clip(path: str | Path, fps: float = 8.0) -> Clip:
 
 def load_clip(path: str | Path, num_frames: int = 49, height: int = 480, width: int = 720,
               frame_selection: FrameSelection = "first", resize: ResizePolicy = "cover", fps: float = 8.0) -> Clip:
-    "Read a clip and bring it to the model's frame count and size."
+    "Read a clip and bring it to the model's size (and frame count, unless `frame_selection` is 'whole')."
     clip = read_clip(path, fps)
     pixels = select_frames(clip.pixels, num_frames, frame_selection, source=str(path))
     if frame_selection == "uniform" and num_frames > 1:
