@@ -4,12 +4,14 @@ The default edit (49 frames 720x480, 250-step inversion grid up to t=899, six pa
 in t in [619, 899], SAM 3 after every pass) runs through dynvfx's own pipeline on a CogVideoX-5B-shaped pipeline with
 random bf16 weights (transformer, VAE, T5-XXL-shaped encoder) and a full-size SAM 3 with random weights. Random SAM 3
 finds nothing real: its thresholds are set to 0 and at most 4 objects are tracked, so that it does the work of a real
-segmentation (detection on 5 key frames, tracking both ways).
+segmentation (detection on every frame of one session from the first frame; --key-frames 5 for the earlier union).
 
 Parts, so that the edit fits in the device's 10-minute calls (the pipeline resumes from its saved passes):
   --part probe      forward timings with our processors, batch 1/2 (inactive) and 3 (active, fresh anchors),
                     eager vs torch.compile'd blocks (ModelSettings.compile), with the compile costs
   --part sam3       one segmentation by the full-size SAM 3 (its time, and which processor ran)
+  --part sam3_sessions  one SAM 3 session from the first frame (segmentation.num_key_frames = 1, the default)
+                    against the union of sessions from 5 key frames (the earlier default): times and mask IoU
   --part edit       build, invert (resumable cache), run up to --passes-now new passes; call again to go on
   --part reference  the reference's step pattern timed in the same process: a batch-2 anchored forward written the
                     authors' way (per-frame gather loop, separate text/video attention calls) plus a batch-1 forward;
@@ -40,13 +42,13 @@ from dynvfx.protocol import EditProtocol
 from dynvfx.video_io import Clip
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("probe", "sam3", "edit", "windows", "reference", "memory", "memory_stages", "report")
+PARTS = ("probe", "sam3", "sam3_sessions", "edit", "windows", "reference", "memory", "memory_stages", "report")
 TASK_REFERENCE_STEP_S = 3.56  # the authors' whole step on one H100, as the task statement measured it
 
 
 # -- the edit ---------------------------------------------------------------------------------------------------------
 
-def build_sam3(smoke: bool, folder: Path, device: torch.device, dtype: torch.dtype, num_key_frames: int = 5,
+def build_sam3(smoke: bool, folder: Path, device: torch.device, dtype: torch.dtype, num_key_frames: int = 1,
                score_threshold: float = 0.0, offload_state: bool = False):
     """SAM 3 with random weights at full size (or tiny), saved and loaded through the segmenter's own loader. With
     `score_threshold` 0 every one of its 200 detection queries counts as found (the most work a segmentation does)."""
@@ -331,6 +333,39 @@ def part_sam3(args, device: torch.device, dtype: torch.dtype) -> dict:
     return results
 
 
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    "Intersection over union of two bool masks (1 when both are empty)."
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def part_sam3_sessions(args, device: torch.device, dtype: torch.dtype) -> dict:
+    """The full-size SAM 3 on the clip, one session from the first frame against sessions from 5 key frames (each
+    tracked forward and backward, united): the time of each (after a warm-up), peak memory, and the masks' IoU, at
+    detection thresholds 0 (with random weights every query counts as found: 4 objects tracked) and 0.5."""
+    clip, _, protocol = edit_inputs(args.smoke)
+    prompts, results = [protocol.new_object], {}
+    for threshold in (0.0, 0.5):
+        segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, 1, score_threshold=threshold)
+        segmenter.segment(clip.pixels[:3], prompts)  # warm-up: kernels, allocator
+        runs = {}
+        for key_frames in (1, 5):
+            segmenter.num_key_frames = key_frames
+            with PeakMemory(device, empty_cache=True) as memory, Stopwatch(device) as timer:
+                masks = segmenter.segment(clip.pixels, prompts)
+            runs[key_frames] = masks, dict(segment_s=timer.seconds, peak_gib=memory.gib,
+                                           mask_share={p: m.float().mean().item() for p, m in masks.items()})
+        (one, one_record), (five, five_record) = runs[1], runs[5]
+        results[f"threshold={threshold}"] = dict(
+            one_session=one_record, five_key_frames=five_record,
+            time_ratio=one_record["segment_s"] / five_record["segment_s"],
+            iou={p: mask_iou(one[p], five[p]) for p in prompts},
+            one_inside_five={p: bool((one[p] & ~five[p]).sum() == 0) for p in prompts},
+            frames_differing={p: int((one[p] != five[p]).flatten(1).any(1).sum()) for p in prompts})
+        del segmenter
+    return results
+
+
 def part_memory_stages(args, device: torch.device, dtype: torch.dtype) -> dict:
     "Peak GPU memory of each stage under the 24 GB settings (model CPU offload, VAE tiling and slicing)."
     from dynvfx.anchor_attention import AnchorController, anchor_extended_attention
@@ -402,7 +437,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".devrun" / "bench-edit",
                         help="kept between calls: caches, passes, timings")
     parser.add_argument("--out", type=Path, default=None, help="folder for a copy of the results")
-    parser.add_argument("--key-frames", type=int, default=5,
+    parser.add_argument("--key-frames", type=int, default=1,
                         help="--part sam3 and edit: key frames of each segmentation")
     parser.add_argument("--sam3-threshold", type=float, default=0.0,
                         help="--part edit: SAM 3's detection threshold (0: its random weights find all 200 "
@@ -423,8 +458,9 @@ def main(argv=None) -> dict:
     dtype = torch.float32 if args.smoke else torch.bfloat16
     if args.part == "report": results = report(args.workdir)
     else:
-        part = dict(probe=part_probe, sam3=part_sam3, edit=part_edit, windows=part_windows, reference=part_reference,
-                    memory=part_memory, memory_stages=part_memory_stages)[args.part]
+        part = dict(probe=part_probe, sam3=part_sam3, sam3_sessions=part_sam3_sessions, edit=part_edit,
+                    windows=part_windows, reference=part_reference, memory=part_memory,
+                    memory_stages=part_memory_stages)[args.part]
         results = part(args, device, dtype)
         results["device"] = device_name(device)
     name = f"edit_{len(list(args.workdir.glob('edit_*.json'))):02d}" if args.part == "edit" else args.part

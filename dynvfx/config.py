@@ -125,7 +125,8 @@ class SegmentationSettings(Section):
     "Text-prompted video segmentation of the anchors and of the new object."
     backend: Literal["sam3", "files", "colour_key"] = "sam3"
     model_id: str = "facebook/sam3"       # hub id or local folder of SAM 3 (transformers)
-    num_key_frames: int = Field(5, ge=1)  # detect on this many key frames, propagate each, take the union
+    num_key_frames: int = Field(1, ge=1)  # SAM 3 sessions from key frames, united; 1: one session from the
+                                          # first frame, detecting on every frame (06_segmentation)
     score_threshold: float = Field(0.5, ge=0, le=1)  # detection score needed to keep an object
     offload_state: bool = False           # SAM 3: keep the video frames and tracking state in CPU memory (24 GB cards)
     masks_dir: Path | None = None         # "files": one folder of per-frame PNGs per object

@@ -158,9 +158,9 @@ def prompt_masks(inference_session: Any, outputs: Any) -> dict[str, torch.Tensor
 
 # %% ../nbs/06_segmentation.ipynb #41f40acb
 class Sam3VideoSegmenter:
-    "Text-prompted video segmentation with SAM 3 (`transformers`): detect from key frames, track both ways, unite."
+    "Text-prompted video segmentation with SAM 3 (`transformers`): one session from each key frame, united."
     def __init__(self, model_id: str = "facebook/sam3", device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, num_key_frames: int = 5, score_threshold: float = 0.5,
+                 dtype: torch.dtype = torch.float32, num_key_frames: int = 1, score_threshold: float = 0.5,
                  progress: bool = True, offload_state: bool = False):
         from transformers import Sam3VideoModel
         source = str(model_id)
