@@ -23,8 +23,8 @@ from PIL import Image
 
 from .assistant import resolve_connection, run_assistant
 from .backbone import DTYPES, Backbone, load_backbone, resolve_device
-from .config import DynVFXConfig, apply_overrides, load_config
-from .core import DynVFXError, atomic_write_text, folder_lock, machine_fault, safe_object_name
+from .config import DynVFXConfig, apply_overrides, demo_config, load_config
+from .core import DynVFXError, atomic_write_text, data_dir, folder_lock, machine_fault, safe_object_name
 from .inversion import ReferenceLatents
 from .masks import clean_mask, load_masks, save_masks
 from .parallel import (
@@ -39,8 +39,8 @@ _logger = logging.getLogger("dynvfx")
 # %% auto #0
 __all__ = ['STAGES', 'OUTPUT_SETTING', 'LOW_MEMORY_SETTINGS', 'EXAMPLES', 'HELP', 'settings_from_args', 'check_output_folder',
            'read_clip', 'unreadable_mask', 'protocol_stage', 'masks_stage', 'inversion_stage', 'edit_stage',
-           'run_command', 'data_dir', 'demo_config', 'run_demo', 'out_of_memory_error', 'machine_error', 'run_batch',
-           'build_parser', 'format_summary', 'main']
+           'run_command', 'run_demo', 'out_of_memory_error', 'machine_error', 'run_batch', 'build_parser',
+           'format_summary', 'main']
 
 # %% ../nbs/17_cli.ipynb #67ed8d65
 STAGES = ("protocol", "masks", "inversion", "edit")
@@ -205,24 +205,6 @@ def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progre
     return summary
 
 # %% ../nbs/17_cli.ipynb #9bca5758
-def data_dir() -> Path:
-    "The repository's data folder (the demo's clip, model and protocol)."
-    import dynvfx
-    folder = Path(dynvfx.__file__).resolve().parent.parent / "data"
-    if not folder.is_dir():
-        raise DynVFXError(f"{folder}: the demo's data folder is missing; install dynvfx from a clone of the "
-                          "repository (pip install -e .)")
-    return folder
-
-def demo_config(output: str | Path | None = None, overrides: Sequence[str] = ()) -> DynVFXConfig:
-    "The demo's settings (data/demo.yaml), with paths inside the data folder resolved."
-    data = data_dir()
-    config = load_config(data / "demo.yaml")
-    config = apply_overrides(config, {"video_path": str(data / config.video_path),
-                                      "model.model_id": str(data / config.model.model_id)}, source="data/demo.yaml")
-    if output is not None: config = apply_overrides(config, {"output_path": str(output)}, source="--output")
-    return apply_overrides(config, list(overrides), source="--set")
-
 def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True) -> dict | None:
     "The demo: copy the bundled protocol into the run folder, then run 'execute' (the summary names the demo)."
     check_output_folder(config)

@@ -8,16 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import os
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .core import DynVFXError, atomic_write_text
+from .core import DynVFXError, atomic_write_text, data_dir
 
 # %% auto #0
 __all__ = ['PROTOCOL_FILE', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings', 'InversionSettings',
            'SamplingSettings', 'AnchorSettings', 'RefinementSettings', 'MaskSettings', 'SegmentationSettings',
            'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config', 'load_config', 'config_dict',
-           'save_config', 'apply_overrides']
+           'save_config', 'apply_overrides', 'demo_config', 'LessonSettings']
 
 # %% ../nbs/02_config.ipynb #145f74bd
 class Section(BaseModel):
@@ -272,3 +274,54 @@ def apply_overrides(config: DynVFXConfig, overrides: dict[str, Any] | list[str],
         if parts[-1] not in node: raise unknown
         node[parts[-1]] = value
     return parse_config(data, source)
+
+# %% ../nbs/02_config.ipynb #efd8835e
+def demo_config(output: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DynVFXConfig:
+    "The demo's settings (data/demo.yaml), with paths inside the data folder resolved."
+    data = data_dir()
+    config = load_config(data / "demo.yaml")
+    config = apply_overrides(config, {"video_path": str(data / config.video_path),
+                                      "model.model_id": str(data / config.model.model_id)}, source="data/demo.yaml")
+    if output is not None: config = apply_overrides(config, {"output_path": str(output)}, source="--output")
+    return apply_overrides(config, list(overrides), source="--set")
+
+# %% ../nbs/02_config.ipynb #ca5e5c73
+class LessonSettings(BaseModel):
+    "What the lesson notebooks run on: the toy model on the sample clip (any CPU), or your model and clip on a GPU."
+    model_config = ConfigDict(extra="forbid")
+    model: str = "toy"                 # "toy" (data/toy_model), a hub id such as THUDM/CogVideoX-5b, or a folder
+    device: str = "cpu"                # "cuda" for a real model
+    clip: str = "sample"               # "sample" (data/sample/frames, 17 frames of a toy scene), a video or a folder
+    segmenter: str = "facebook/sam3"   # a real model's SAM 3 (hub id or folder); the toy's clip uses its colour key
+    protocol: str = "demo"             # "demo" (data/demo_protocol.json, for the sample clip) or a protocol.json
+    overrides: str = ""                # settings for the lessons' edits, as --set takes them: "sampling.steps=20 ..."
+
+    @classmethod
+    def from_env(cls, **settings: str) -> LessonSettings:
+        "These settings, each replaced by its DYNVFX_LESSON_<NAME> environment variable where that is set."
+        names = cls.model_fields
+        found = {name: os.environ[f"DYNVFX_LESSON_{name.upper()}"] for name in names
+                 if f"DYNVFX_LESSON_{name.upper()}" in os.environ}
+        try: return cls(**{**settings, **found})
+        except ValidationError as e: raise config_error(e, "lesson settings", cls) from None
+
+    @property
+    def is_toy(self) -> bool: return self.model == "toy"
+
+    @property
+    def protocol_path(self) -> Path:
+        "The edit protocol the lessons' edits use."
+        return data_dir() / "demo_protocol.json" if self.protocol == "demo" else Path(self.protocol)
+
+    def config(self) -> DynVFXConfig:
+        "The edit's settings for the lesson: the demo's for the toy, the paper's defaults for a real model."
+        if self.is_toy: config = demo_config()
+        else:
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+            config = DynVFXConfig(model=ModelSettings(model_id=self.model, dtype=dtype),
+                                  segmentation=SegmentationSettings(model_id=self.segmenter))
+        clip = data_dir() / "sample" / "frames" if self.clip == "sample" else Path(self.clip)
+        settings = {"video_path": str(clip), "model.device": self.device}
+        if self.clip == "sample" and not self.is_toy: settings["video.num_frames"] = 17  # all the sample has (4k + 1)
+        config = apply_overrides(config, settings, source="lesson settings")
+        return apply_overrides(config, self.overrides.split(), source="lesson settings overrides")

@@ -24,7 +24,7 @@ except ImportError: fcntl = None
 # %% auto #0
 __all__ = ['PARTIAL_MARK', 'LOCK_FILE', 'MAX_OBJECT_NAME', 'DynVFXError', 'machine_fault', 'partial_path', 'is_partial',
            'atomic_write', 'atomic_write_text', 'remove_partials', 'folder_lock', 'object_name_problem',
-           'repair_object_name', 'safe_object_name', 'use_bundled_ffmpeg']
+           'repair_object_name', 'safe_object_name', 'use_bundled_ffmpeg', 'data_dir']
 
 # %% ../nbs/00_core.ipynb #7a8383cc
 class DynVFXError(Exception):
@@ -226,3 +226,13 @@ def use_bundled_ffmpeg() -> str | None:
     binary = imageio_ffmpeg.get_ffmpeg_exe()
     mediapy.set_ffmpeg(binary)
     return binary
+
+# %% ../nbs/00_core.ipynb #c57838c1
+def data_dir() -> Path:
+    "The repository's data folder (the demo's clip, model and protocol, the toy model, the sample clip)."
+    import dynvfx
+    folder = Path(dynvfx.__file__).resolve().parent.parent / "data"
+    if not folder.is_dir():
+        raise DynVFXError(f"{folder}: the data folder is missing; install dynvfx from a clone of the repository "
+                          "(pip install -e .)")
+    return folder

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .backbone import CogVideoXBackbone, load_backbone, sampling_timesteps, tiny_cogvideox
 from .config import ModelSettings
-from .core import DynVFXError, atomic_write, safe_object_name
+from .core import DynVFXError, atomic_write, data_dir, safe_object_name
 from .video_io import write_frames
 
 # %% auto #0
@@ -530,8 +530,7 @@ def toy_pipeline(seed: int = 0, num_layers: int = 8, heads: int = 4, head_dim: i
 # %% ../nbs/12_toy_world.ipynb #2974ca36
 def toy_model_path() -> Path:
     "The folder of the committed toy model (a diffusers CogVideoX pipeline)."
-    import dynvfx
-    path = Path(dynvfx.__file__).resolve().parent.parent / "data" / "toy_model"
+    path = data_dir() / "toy_model"
     if not (path / "model_index.json").exists():
         raise DynVFXError(f"{path}: the toy model is missing; use a checkout of the dynvfx repository (it ships "
                           "data/toy_model) or train it with python -m bench.train_toy_model")

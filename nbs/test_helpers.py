@@ -10,9 +10,13 @@ imports these with `from test_helpers import ...`.
   and the command line's notebooks).
 - `small_file_system` and `remount`: a tiny tmpfs (or a read-only one) for the tests of a full disk and of a
   folder that cannot be written; they need root, and yield None elsewhere so the test can say it is skipped.
+- `%%toy_only`, a cell magic registered when this module is imported in a notebook: the cell runs when the
+  notebook's `lesson` (a `dynvfx.config.LessonSettings`) is the toy, and is skipped with a line saying so when the
+  lesson runs on a real model. Checks that compare exact values on tiny or toy models carry it.
 """
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import tempfile
@@ -163,3 +167,31 @@ def small_file_system(size: str = "256k", read_only: bool = False) -> Iterator[P
 def remount(disk: Path, options: str) -> None:
     "Change a mounted tmpfs's options (its size, read-only or not)."
     subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
+
+
+def toy_only(line: str, cell: str) -> Any:
+    "Cell magic: run the cell (its last expression shown) unless the notebook's `lesson` is a real model."
+    from IPython import get_ipython
+    shell = get_ipython()
+    lesson = shell.user_ns.get("lesson")
+    if lesson is not None and not lesson.is_toy:
+        print(f"skipped: {line.strip() or 'a check of exact values on tiny or toy models'}; "
+              f"the lesson runs on {lesson.model}")
+        return None
+    *body, last = ast.parse(shell.transform_cell(cell)).body or [ast.Pass()]
+    exec(compile(ast.Module(body=body, type_ignores=[]), "<toy_only cell>", "exec"), shell.user_ns)
+    if isinstance(last, ast.Expr):
+        return eval(compile(ast.Expression(body=last.value), "<toy_only cell>", "eval"), shell.user_ns)
+    exec(compile(ast.Module(body=[last], type_ignores=[]), "<toy_only cell>", "exec"), shell.user_ns)
+    return None
+
+
+def _register_toy_only() -> None:
+    "Make `%%toy_only` known to the IPython shell this module is imported in (none outside IPython)."
+    try: from IPython import get_ipython
+    except ImportError: return
+    shell = get_ipython()
+    if shell is not None: shell.register_magic_function(toy_only, "cell", "toy_only")
+
+
+_register_toy_only()

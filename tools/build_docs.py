@@ -137,6 +137,7 @@ def execute_notebook(notebook: Path, flags: set[str] | None = None, cache: Path 
     for number, cell in enumerate(nb.cells, 1): cell.number_ = number  # the cell's number in the notebook
     with_show_docs(nb)
     os.environ["IN_TEST"] = "1"
+    sys.modules.pop("test_helpers", None)  # imported afresh, so that it registers its cell magic in this new shell
     shell = CaptureShell(notebook)
     shell.run("from nbdev.showdoc import show_doc")
     with working_directory(notebook.parent):
