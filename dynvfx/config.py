@@ -5,15 +5,16 @@
 # %% ../nbs/02_config.ipynb #a8422733
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
-
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .core import DynVFXError, atomic_write_text, data_dir
+
+if TYPE_CHECKING: from dynvfx.video_io import Clip  # for annotations only: the lessons' clip
 
 # %% auto #0
 __all__ = ['PROTOCOL_FILE', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings', 'InversionSettings',
@@ -312,6 +313,14 @@ class LessonSettings(BaseModel):
     def protocol_path(self) -> Path:
         "The edit protocol the lessons' edits use."
         return data_dir() / "demo_protocol.json" if self.protocol == "demo" else Path(self.protocol)
+
+    def window(self, config: DynVFXConfig | None = None) -> Clip:
+        "One model window of the lesson's clip (its first `video.num_frames` frames) at the model's size."
+        from dynvfx.video_io import load_clip
+        config = config or self.config()
+        video = config.video
+        return load_clip(config.video_path, video.num_frames, video.height, video.width, "first", video.resize,
+                         video.fps)
 
     def config(self) -> DynVFXConfig:
         "The edit's settings for the lesson: the demo's for the toy, the paper's defaults for a real model."
