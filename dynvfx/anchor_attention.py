@@ -19,9 +19,10 @@ from .core import DynVFXError
 from .masks import sample_anchor_tokens
 
 # %% auto #0
-__all__ = ['ACTIVE_BRANCHES', 'INACTIVE_BRANCHES', 'SDPA_KERNELS', 'DISPATCHER_ALIASES', 'AnchorMode', 'sdpa_attention',
-           'attention_function', 'extended_attention', 'AnchorController', 'paired_rotary_frequencies', 'rotate_pairs',
-           'project_qkv', 'AnchorExtendedAttnProcessor', 'anchor_extended_attention']
+__all__ = ['ACTIVE_BRANCHES', 'INACTIVE_BRANCHES', 'SDPA_KERNELS', 'DISPATCHER_ALIASES', 'AnchorMode',
+           'sdpa_attention', 'attention_function', 'extended_attention', 'AnchorController',
+           'paired_rotary_frequencies', 'rotate_pairs', 'project_qkv', 'AnchorExtendedAttnProcessor',
+           'anchor_extended_attention']
 
 # %% ../nbs/07_anchor_attention.ipynb #596e03ac
 ACTIVE_BRANCHES = ("conditional", "unconditional", "source")  # batch order while the extension is active

@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
     from transformers import T5Tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER', 'resolve_device', 'TokenGrid', 'Backbone',
-           'CogVideoXBackbone', 'load_pipeline', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer',
+__all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER', 'resolve_device', 'TokenGrid',
+           'Backbone', 'CogVideoXBackbone', 'load_pipeline', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer',
            'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
