@@ -19,8 +19,8 @@ from PIL import Image
 
 from .config import CompositeSettings, VideoSettings
 from .core import DynVFXError, atomic_write
-from .video_io import (
-    Clip, ResizePolicy, frame_files, mp4_stream, read_image, select_frames, to_uint8_frames, video_frames)
+from .video_io import Clip, ResizePolicy, folder_frames, frame_files, mp4_stream, read_image
+from .video_io import select_frames, to_uint8_frames, video_frames
 
 # %% auto #0
 __all__ = ['PlateBox', 'plate_box', 'feather_width', 'plate_matte', 'plate_element', 'composite_over', 'Plate',
@@ -162,7 +162,7 @@ class Plate:
         "The frames at `index` (ascending; default: all of them) one at a time, uint8 (H, W, 3)."
         wanted = iter(range(self.num_frames) if index is None else index)
         target = next(wanted, None)
-        for position, frame in enumerate(_read_plate(self.source, self.size)):
+        for position, frame in enumerate(_read_plate(self.source)):
             while target == position:
                 yield frame
                 target = next(wanted, None)
@@ -170,17 +170,11 @@ class Plate:
         raise DynVFXError(f"{self.source}: has no frame {target}; give the plate that the edit was made from")
 
 # %% ../nbs/13_composite.ipynb #eee2d19a
-def _read_plate(source: Clip | Path, size: tuple[int, int]) -> Iterator[np.ndarray]:
+def _read_plate(source: Clip | Path) -> Iterator[np.ndarray]:
     "Every frame of a plate in order, uint8 (H, W, 3), one at a time."
     if isinstance(source, Clip):
         for i in range(source.num_frames): yield to_uint8_frames(source.pixels[i: i + 1])[0]
-    elif source.is_dir():
-        for path in frame_files(source):
-            frame = read_image(path)
-            if frame.shape[:2] != size:
-                raise DynVFXError(f"{path}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's "
-                                  f"{size[1]}x{size[0]}; all frames must have one size")
-            yield frame
+    elif source.is_dir(): yield from folder_frames(source)
     else: yield from video_frames(source)[1]
 
 def open_plate(source: Clip | str | Path, fps: float = 8.0) -> Plate:

@@ -25,8 +25,8 @@ if TYPE_CHECKING: from matplotlib.figure import Figure  # for annotations only, 
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'FrameSelection', 'ResizePolicy', 'to_float_frames', 'to_uint8_frames',
-           'frame_files', 'read_image', 'read_frames_folder', 'video_frames', 'read_video_file', 'mp4_stream',
-           'write_mp4', 'write_frames', 'Clip', 'select_frames', 'fit_frames', 'read_clip', 'load_clip',
+           'frame_files', 'read_image', 'folder_frames', 'read_frames_folder', 'video_frames', 'read_video_file',
+           'mp4_stream', 'write_mp4', 'write_frames', 'Clip', 'select_frames', 'fit_frames', 'read_clip', 'load_clip',
            'key_frame_indices', 'show_clip', 'show_frames']
 
 # %% ../nbs/01_video_io.ipynb #3ec6899a
@@ -88,21 +88,25 @@ def read_image(path: Path) -> np.ndarray:
         raise DynVFXError(f"{path}: the image cannot be read ({type(e).__name__}: {e}); "
                           "re-export this frame") from None
 
-def read_frames_folder(folder: str | Path) -> np.ndarray:
-    "Read a frames folder (00000.png, 00001.png, ...) into uint8 (F, H, W, 3)."
+def folder_frames(folder: str | Path) -> Iterator[np.ndarray]:
+    "A frames folder's frames (00000.png, 00001.png, ...) one at a time, uint8 (H, W, 3), all of one size."
     folder = Path(folder)
     if not folder.exists():
         raise DynVFXError(f"{folder}: no such file or folder; give a frames folder or a video file")
     if not folder.is_dir(): raise DynVFXError(f"{folder}: not a folder")
-    frames = []
+    first_size = None
     for path in frame_files(folder):
         image = read_image(path)
-        if frames and image.shape != frames[0].shape:
-            (height, width), (first_height, first_width) = image.shape[:2], frames[0].shape[:2]
+        first_size = first_size or image.shape[:2]
+        if image.shape[:2] != first_size:
+            (height, width), (first_height, first_width) = image.shape[:2], first_size
             raise DynVFXError(f"{path}: size {width}x{height} differs from the first frame's "
                               f"{first_width}x{first_height}; all frames must have one size")
-        frames.append(image)
-    return np.stack(frames)
+        yield image
+
+def read_frames_folder(folder: str | Path) -> np.ndarray:
+    "Read a frames folder (00000.png, 00001.png, ...) into uint8 (F, H, W, 3)."
+    return np.stack(list(folder_frames(folder)))
 
 # %% ../nbs/01_video_io.ipynb #29eeb7e2
 def _ffmpeg():
