@@ -21,6 +21,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 lab_requirements = shlex.split(cfg.get('lab_requirements', ''))
+fast_requirements = shlex.split(cfg.get('fast_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
@@ -37,7 +38,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = {'dynvfx': ['assets/**/*']},
     install_requires = requirements,
-    extras_require = {'dev': dev_requirements, 'lab': lab_requirements},
+    extras_require = {'dev': dev_requirements, 'lab': lab_requirements, 'fast': fast_requirements},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from bench.common import (PeakMemory, Stopwatch, build_pipeline, clip_size, device_name, json_text, moving_object,
                           time_cases, write_json)
 from dynvfx.backbone import configure_pipeline
-from dynvfx.config import DynVFXConfig
+from dynvfx.config import DynVFXConfig, apply_preset
 from dynvfx.protocol import EditProtocol
 from dynvfx.video_io import Clip
 
@@ -85,12 +85,14 @@ def edit_inputs(smoke: bool, num_frames: int | None = None):
     return Clip(pixels, fps=8.0), {"box": masks}, protocol
 
 
-def edit_config(smoke: bool, workdir: Path, device: str, backend: str, compile: bool, **sections) -> DynVFXConfig:
-    "The default edit's settings (or a tiny schedule for --smoke)."
+def edit_config(smoke: bool, workdir: Path, device: str, backend: str, compile: bool, preset: str | None = None,
+                **sections) -> DynVFXConfig:
+    "The default edit's settings, or a preset's (02_config, Presets), or a tiny schedule for --smoke."
     model = dict(model_id="random-cogvideox-5b", device=device, attention_backend=backend, compile=compile,
                  dtype="float32" if smoke else "bfloat16")
     config = DynVFXConfig(output_path=workdir / "run", latents_path=workdir / "reference_latents", model=model,
                           segmentation=dict(model_id=str(workdir / "sam3"), score_threshold=0.0), **sections)
+    if preset: config = apply_preset(config, preset)
     if not smoke: return config
     return config.model_copy(update=dict(
         video=config.video.model_copy(update=dict(num_frames=9, height=32, width=48)),
@@ -127,7 +129,7 @@ def part_edit(args, device: torch.device, dtype: torch.dtype) -> dict:
     from dynvfx.pipeline import DynVFXPipeline
     with PeakMemory(device) as memory:
         with Stopwatch(device) as build:
-            config = edit_config(args.smoke, args.workdir, str(device), args.backend, args.compile)
+            config = edit_config(args.smoke, args.workdir, str(device), args.backend, args.compile, args.preset)
             clip, masks, protocol = edit_inputs(args.smoke)
             backbone = configure_pipeline(build_pipeline(args.smoke, device, dtype), config.model)
             segmenter = build_sam3(args.smoke, args.workdir / "sam3", device, dtype, args.key_frames,
@@ -137,7 +139,10 @@ def part_edit(args, device: torch.device, dtype: torch.dtype) -> dict:
     return dict(build_s=build.seconds, inversion_s=inversion_s, edit_times_s=result.times,
                 passes_done=result.passes_done, complete=result.complete,
                 sam3=dict(key_frames=args.key_frames, score_threshold=args.sam3_threshold),
-                compiled=args.compile, compiled_graphs=counters["stats"]["unique_graphs"] if args.compile else None,
+                compiled=config.model.compile, preset=args.preset, backend=config.model.attention_backend,
+                quantization=config.model.quantization, inversion_steps=config.inversion.steps,
+                pass_timesteps=config.refinement.pass_timesteps,
+                compiled_graphs=counters["stats"]["unique_graphs"] if config.model.compile else None,
                 steps=pipeline.schedule.steps, source_steps=pipeline.schedule.source_steps, peak_gib=memory.gib)
 
 
@@ -446,6 +451,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="--part edit: at most this many new passes in this call")
     parser.add_argument("--frames", type=int, default=97, help="--part windows: the clip's frames")
     parser.add_argument("--backend", default="sdpa"); parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--preset", default=None, help="--part edit: a preset of settings ('fast', or a YAML file)")
     parser.add_argument("--repeats", type=int, default=3); parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)

@@ -19,8 +19,8 @@ from .core import DynVFXError
 from .masks import sample_anchor_tokens
 
 # %% auto #0
-__all__ = ['ACTIVE_BRANCHES', 'INACTIVE_BRANCHES', 'SDPA_KERNELS', 'DISPATCHER_ALIASES', 'AnchorMode',
-           'sdpa_attention', 'attention_function', 'extended_attention', 'AnchorController',
+__all__ = ['ACTIVE_BRANCHES', 'INACTIVE_BRANCHES', 'SDPA_KERNELS', 'DISPATCHER_ALIASES', 'FLASH_4_ARCHITECTURES',
+           'AnchorMode', 'sdpa_attention', 'attention_function', 'extended_attention', 'AnchorController',
            'paired_rotary_frequencies', 'rotate_pairs', 'project_qkv', 'AnchorExtendedAttnProcessor',
            'anchor_extended_attention']
 
@@ -46,6 +46,27 @@ def _dispatched_attention(query, key, value, backend):
     from diffusers.models.attention_dispatch import dispatch_attention_fn
     return dispatch_attention_fn(query, key, value, backend=backend)
 
+FLASH_4_ARCHITECTURES = (9, 10, 12)  # compute capability majors flash-attn-4 has kernels for: Hopper, Blackwell
+
+def _flash_4_operator():
+    "flash-attn-4's forward as the custom op `dynvfx::flash_4_attention` (registered once per process)."
+    if not hasattr(torch.ops.dynvfx, "flash_4_attention"):
+        @torch.library.custom_op("dynvfx::flash_4_attention", mutates_args=())
+        def flash_4_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+            from flash_attn.cute import flash_attn_func
+            return flash_attn_func(query, key, value)[0]
+        flash_4_attention.register_fake(lambda query, key, value: query.new_empty(query.shape))  # for compiled graphs
+    return torch.ops.dynvfx.flash_4_attention
+
+def _check_flash_4() -> None:
+    "Refuse 'flash_4' in one line where it cannot run: flash-attn-4 missing, or no GPU it has kernels for."
+    import importlib.util
+    if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
+        raise DynVFXError("model.attention_backend: 'flash_4' needs flash-attn-4 (pip install --pre "
+                          "\"flash-attn-4[cu13]\"); or use 'sdpa'")
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] not in FLASH_4_ARCHITECTURES:
+        raise DynVFXError("model.attention_backend: 'flash_4' runs on Hopper and Blackwell GPUs only; use 'sdpa'")
+
 # %% ../nbs/07_anchor_attention.ipynb #7ac4d6ee
 def attention_function(backend: str = "sdpa") -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     "The attention function (B, S, H, D) -> (B, S, H, D) of a backend name (`ModelSettings.attention_backend`)."
@@ -53,12 +74,15 @@ def attention_function(backend: str = "sdpa") -> Callable[[torch.Tensor, torch.T
     if backend in SDPA_KERNELS:
         from torch.nn.attention import SDPBackend
         return partial(_sdpa_kernel_attention, kernel=getattr(SDPBackend, SDPA_KERNELS[backend]))
+    if backend == "flash_4":
+        _check_flash_4()
+        return _flash_4_operator()
     from diffusers.models import attention_dispatch as dispatch
     name = DISPATCHER_ALIASES.get(backend, backend)
     known = [b.value for b in dispatch.AttentionBackendName]
     if name not in known:
         raise DynVFXError(f"model.attention_backend: {backend!r} is not an attention backend; use 'sdpa', "
-                          f"{', '.join(map(repr, SDPA_KERNELS))} or one of diffusers' ({', '.join(known)})")
+                          f"{', '.join(map(repr, SDPA_KERNELS))}, 'flash_4' or one of diffusers' ({', '.join(known)})")
     try: dispatch._check_attention_backend_requirements(dispatch.AttentionBackendName(name))
     except (RuntimeError, ImportError) as e:
         raise DynVFXError(f"model.attention_backend: {backend!r} cannot run here ({str(e).splitlines()[0][:160]}); "

@@ -22,9 +22,10 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
     from transformers import T5Tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER', 'resolve_device', 'TokenGrid',
-           'Backbone', 'CogVideoXBackbone', 'load_pipeline', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer',
-           'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
+__all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER',
+           'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'load_pipeline', 'check_fp8_support',
+           'quantize_blocks_fp8', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox',
+           'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -254,9 +255,35 @@ def load_pipeline(model_id: str | Path, dtype: torch.dtype = torch.bfloat16,
     try: return CogVideoXPipeline.from_pretrained(source, dtype=dtype, revision=revision)
     except (OSError, ValueError) as e: raise _cannot_load(source, e) from None
 
+# %% ../nbs/03_backbone.ipynb #bd63a418
+FP8_MIN_CAPABILITY = (8, 9)  # float8 tensor-core matrix products: Ada (8.9), Hopper (9.0), Blackwell (10.x, 12.x)
+
+def check_fp8_support(device: torch.device) -> None:
+    "Refuse `model.quantization: fp8` in one line where it cannot run: no CUDA GPU, an older GPU, or no torchao."
+    fix = "set model.quantization to 'none'"
+    if device.type != "cuda": raise DynVFXError(f"model.quantization: 'fp8' needs an FP8-capable GPU (compute "
+                                                f"capability 8.9 or newer), and the device is {device}; {fix}")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FP8_MIN_CAPABILITY:
+        raise DynVFXError(f"model.quantization: 'fp8' needs compute capability 8.9 or newer; "
+                          f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}; {fix}")
+    try: import torchao.quantization  # noqa: F401
+    except ImportError: raise DynVFXError(f"model.quantization: 'fp8' needs torchao (pip install 'dynvfx[fast]'); "
+                                          f"or {fix}") from None
+
+def quantize_blocks_fp8(transformer: torch.nn.Module, device: torch.device) -> int:
+    "Quantize the transformer blocks' linear layers to float8 (torchao, per-row dynamic scales); returns how many."
+    check_fp8_support(device)
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    blocks = transformer.transformer_blocks
+    count = sum(isinstance(m, torch.nn.Linear) for m in blocks.modules())
+    quantize_(blocks, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+              filter_fn=lambda module, name: isinstance(module, torch.nn.Linear))
+    return count
+
 # %% ../nbs/03_backbone.ipynb #d3bbdfbd
 def configure_pipeline(pipe: "CogVideoXPipeline", settings: ModelSettings) -> CogVideoXBackbone:
-    "Apply the settings' device, offload, VAE tiling/slicing and compile to a loaded pipeline; wrap it as a backbone."
+    "Apply the settings' device, offload, VAE tiling/slicing, quantization and compile to a pipeline; wrap it."
     device = resolve_device(settings.device)
     if settings.cpu_offload == "none": pipe.to(device)
     elif device.type != "cuda":
@@ -266,14 +293,16 @@ def configure_pipeline(pipe: "CogVideoXPipeline", settings: ModelSettings) -> Co
     else: pipe.enable_sequential_cpu_offload(device=device)
     if settings.vae_tiling: pipe.vae.enable_tiling()
     if settings.vae_slicing: pipe.vae.enable_slicing()
+    if settings.quantization == "fp8": quantize_blocks_fp8(pipe.transformer, device)
     if settings.compile:
         for block in pipe.transformer.transformer_blocks: block.compile(dynamic=False)
     return CogVideoXBackbone(pipe, model_id=str(settings.model_id), device=device, revision=settings.revision)
 
 def load_backbone(settings: ModelSettings | None = None, **overrides: Any) -> CogVideoXBackbone:
-    "Load the backbone the settings describe (model, dtype, device, offload, VAE tiling/slicing, compile)."
+    "Load the backbone the settings describe (model, dtype, device, offload, VAE tiling/slicing, FP8, compile)."
     settings = (settings or ModelSettings()).model_copy(update=overrides)
-    resolve_device(settings.device)  # fail on a missing GPU before loading gigabytes
+    device = resolve_device(settings.device)  # fail on a missing GPU before loading gigabytes
+    if settings.quantization == "fp8": check_fp8_support(device)
     return configure_pipeline(load_pipeline(settings.model_id, DTYPES[settings.dtype], settings.revision), settings)
 
 # %% ../nbs/03_backbone.ipynb #060bdbf1

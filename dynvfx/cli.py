@@ -23,7 +23,7 @@ from PIL import Image
 
 from .assistant import resolve_connection, run_assistant
 from .backbone import DTYPES, Backbone, load_backbone, resolve_device
-from .config import DynVFXConfig, apply_overrides, demo_config, load_config
+from .config import DynVFXConfig, apply_overrides, apply_preset, demo_config, load_config
 from .core import DynVFXError, atomic_write_text, data_dir, folder_lock, machine_fault, safe_object_name
 from .inversion import ReferenceLatents
 from .masks import clean_mask, load_masks, save_masks
@@ -47,8 +47,9 @@ STAGES = ("protocol", "masks", "inversion", "edit")
 OUTPUT_SETTING = "output folder (--output, or output_path)"  # how messages name it
 
 def settings_from_args(args: argparse.Namespace) -> DynVFXConfig:
-    "The settings: the YAML file, then the shortcut options, then `--set` overrides."
+    "The settings: the YAML file, then the preset, then the shortcut options, then `--set` overrides."
     config = load_config(args.config) if args.config else DynVFXConfig()
+    if args.preset: config = apply_preset(config, args.preset)
     shortcuts = {"video_path": args.video, "new_content": args.new_content, "output_path": args.output,
                  "model.device": args.device, "model.model_id": args.model}
     config = apply_overrides(config, {k: str(v) for k, v in shortcuts.items() if v is not None}, source="options")
@@ -279,15 +280,16 @@ def _run_job(config: DynVFXConfig, rank: int, local_rank: int, progress: bool) -
 
 # %% ../nbs/17_cli.ipynb #6e4a0f53
 def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides: Sequence[str] = (),
-              progress: bool = True) -> dict:
+              progress: bool = True, preset: str | None = None) -> dict:
     "Run the jobs of `jobs_dir` shared over torchrun's processes; the first process writes `batch_summary.json`."
     jobs_dir = Path(jobs_dir)
     if not jobs_dir.is_dir():
         raise DynVFXError(f"{jobs_dir}: not a folder of job files; put one settings file (*.yaml) per edit in it")
     jobs = sorted(jobs_dir.glob("*.yaml"))
     if not jobs: raise DynVFXError(f"{jobs_dir}: no job files (*.yaml); put one settings file per edit in it")
-    configs = {job.stem: apply_overrides(load_config(job), list(overrides), source="--set")  # all checked first
-               for job in jobs}
+    settings = {job.stem: load_config(job) for job in jobs}  # all checked first
+    if preset: settings = {name: apply_preset(config, preset) for name, config in settings.items()}
+    configs = {name: apply_overrides(config, list(overrides), source="--set") for name, config in settings.items()}
     target = Path(output) if output else jobs_dir
     results_dir = target / ".batch_results"
     env = torchrun_env()
@@ -342,6 +344,8 @@ def _add_options(sub: argparse.ArgumentParser, name: str) -> None:
         sub.add_argument("--device", metavar="DEVICE", help="cuda, cuda:1, cpu, auto (model.device)")
         sub.add_argument("--model", metavar="ID", help="hub id or local folder of the backbone (model.model_id)")
     sub.add_argument("--output", metavar="DIR", help="the output folder (output_path)")
+    sub.add_argument("--preset", metavar="NAME", help="'fast' (compiled, fewer inversion steps), 'draft' (fast, one "
+                     "pass), 'exact' (the defaults) or a YAML file of your own; measured in bench/README.md")
     sub.add_argument("--set", metavar="FIELD=VALUE", action="append",
                      help="override any setting, e.g. --set sampling.steps=20 (repeatable)")
     sub.add_argument("--redo", metavar="STAGE", action="append", choices=(*STAGES, "all"), default=[],
@@ -400,11 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress = not args.quiet
             if args.quiet: _quiet_loaders()
             if args.command == "batch":
-                summary = run_batch(args.jobs, args.output, args.set or [], progress)
+                summary = run_batch(args.jobs, args.output, args.set or [], progress, args.preset)
                 if summary: print(json.dumps({name: job["status"] for name, job in summary.items()}, indent=1))
                 return 0
             if args.command == "demo":
-                config = demo_config(args.output, args.set or [])
+                config = demo_config(args.output, args.set or [], args.preset)
                 summary = run_demo(config, args.redo, progress)
             else:
                 config = settings_from_args(args)

@@ -17,10 +17,11 @@ from .core import DynVFXError, atomic_write_text, data_dir
 if TYPE_CHECKING: from dynvfx.video_io import Clip  # for annotations only: the lessons' clip
 
 # %% auto #0
-__all__ = ['PROTOCOL_FILE', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings', 'InversionSettings',
-           'SamplingSettings', 'AnchorSettings', 'RefinementSettings', 'MaskSettings', 'SegmentationSettings',
-           'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config', 'load_config', 'config_dict',
-           'save_config', 'apply_overrides', 'demo_config', 'LessonSettings']
+__all__ = ['PROTOCOL_FILE', 'PRESETS', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings',
+           'InversionSettings', 'SamplingSettings', 'AnchorSettings', 'RefinementSettings', 'MaskSettings',
+           'SegmentationSettings', 'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config', 'load_config',
+           'config_dict', 'save_config', 'apply_overrides', 'preset_overrides', 'apply_preset', 'demo_config',
+           'LessonSettings']
 
 # %% ../nbs/02_config.ipynb #145f74bd
 class Section(BaseModel):
@@ -37,8 +38,11 @@ class ModelSettings(Section):
     cpu_offload: Literal["none", "model", "sequential"] = "none"   # "model" fits 24 GB cards
     vae_tiling: bool = False              # decode in tiles: less memory, slightly slower
     vae_slicing: bool = False             # decode one sample of a batch at a time
-    attention_backend: str = "sdpa"       # "sdpa" (PyTorch picks), "cudnn", "flash", "efficient", "math", or a
-                                          # diffusers dispatcher backend ("flash_3", "sage", ...)
+    attention_backend: str = "sdpa"       # "sdpa" (PyTorch picks), "cudnn", "flash", "efficient", "math",
+                                          # "flash_4" (PyPI flash-attn-4, Hopper/Blackwell), or a diffusers
+                                          # dispatcher backend ("flash_3", "sage", ...); all exact (07)
+    quantization: Literal["none", "fp8"] = "none"  # "fp8": the blocks' linear layers in float8 (torchao, per-row);
+                                          # an approximation, opt-in (03_backbone has its measured effect)
     compile: bool = False                 # torch.compile the repeated transformer block
     branch_parallel: bool = False         # under torchrun with 2 processes: one GPU runs the conditional (and
                                           # source) branch, the other the unconditional one (16_parallel)
@@ -276,14 +280,49 @@ def apply_overrides(config: DynVFXConfig, overrides: dict[str, Any] | list[str],
         node[parts[-1]] = value
     return parse_config(data, source)
 
+# %% ../nbs/02_config.ipynb #575dace7
+PRESETS: dict[str, dict[str, Any]] = {
+    "exact": {},  # the paper's method computed exactly: the defaults
+    "fast": {     # measured in bench/README.md ("Presets"): the six passes, fewer inversion steps
+        "model.compile": True,            # compiled blocks: exact up to rounding
+        "inversion.steps": 100,           # the fewest whose toy table stays within run-to-run noise (50 does not)
+    },
+    "draft": {    # fast, and the first refinement pass only: for trying instructions, not for the final render
+        "model.compile": True,
+        "inversion.steps": 100,
+        "refinement.pass_timesteps": [899],
+    },
+}
+
+def preset_overrides(preset: str) -> dict[str, Any]:
+    "The overrides of a named preset (`PRESETS`) or of a preset file (YAML mapping of dotted names to values)."
+    if preset in PRESETS: return dict(PRESETS[preset])
+    path = Path(preset)
+    if not path.is_file():
+        raise DynVFXError(f"--preset {preset!r}: no such preset; use {' or '.join(map(repr, PRESETS))}, "
+                          "or the path of a YAML file of dotted names and values")
+    try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise DynVFXError(f"{path}: not a YAML preset; write one dotted name and value a line, "
+                          "e.g. 'inversion.steps: 100'") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise DynVFXError(f"{path}: a preset is a mapping of dotted names to values, e.g. 'inversion.steps: 100'")
+    return data
+
+def apply_preset(config: DynVFXConfig, preset: str) -> DynVFXConfig:
+    "A copy of `config` with a preset's settings applied (a name in `PRESETS` or a YAML file)."
+    return apply_overrides(config, preset_overrides(preset), source=f"preset {preset}")
+
 # %% ../nbs/02_config.ipynb #efd8835e
-def demo_config(output: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DynVFXConfig:
-    "The demo's settings (data/demo.yaml), with paths inside the data folder resolved."
+def demo_config(output: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                preset: str | None = None) -> DynVFXConfig:
+    "The demo's settings (data/demo.yaml) with paths inside the data folder resolved, then a preset, then overrides."
     data = data_dir()
     config = load_config(data / "demo.yaml")
     config = apply_overrides(config, {"video_path": str(data / config.video_path),
                                       "model.model_id": str(data / config.model.model_id)}, source="data/demo.yaml")
     if output is not None: config = apply_overrides(config, {"output_path": str(output)}, source="--output")
+    if preset is not None: config = apply_preset(config, preset)
     return apply_overrides(config, list(overrides), source="--set")
 
 # %% ../nbs/02_config.ipynb #ca5e5c73

@@ -21,7 +21,8 @@ from .video_io import key_frame_indices, to_uint8_frames
 
 # %% auto #0
 __all__ = ['SAM3_MEAN_STD', 'Segmenter', 'ColourKeySegmenter', 'FolderMaskSegmenter', 'Sam3TorchProcessor',
-           'load_sam3_processor', 'prompt_masks', 'Sam3VideoSegmenter', 'tiny_sam3_video', 'make_segmenter']
+           'load_sam3_processor', 'prompt_masks', 'greedy_nms', 'connected_components', 'LocalCvUtils',
+           'install_local_cv_utils', 'Sam3VideoSegmenter', 'tiny_sam3_video', 'make_segmenter']
 
 # %% ../nbs/06_segmentation.ipynb #3a98a535
 @runtime_checkable
@@ -156,6 +157,70 @@ def prompt_masks(inference_session: Any, outputs: Any) -> dict[str, torch.Tensor
         result[prompt] = result[prompt] | mask if prompt in result else mask
     return result
 
+# %% ../nbs/06_segmentation.ipynb #03686559
+def greedy_nms(ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    "Indices of the candidates greedy NMS keeps, highest score first: none overlaps a kept, higher-scored one by more."
+    if ious.ndim != 2 or ious.shape[0] != ious.shape[1] or scores.shape != ious.shape[:1]:
+        raise ValueError(f"expected ious (n, n) and scores (n,), got {tuple(ious.shape)} and {tuple(scores.shape)}")
+    order = scores.argsort(descending=True, stable=True)
+    # removes[a, b]: the a-th best candidate, if kept, removes the b-th best (b ranked after a)
+    removes = (ious[order][:, order] > iou_threshold).triu(diagonal=1)
+    kept = torch.ones_like(order, dtype=torch.bool)
+    while True:
+        settled = ~(removes & kept[:, None]).any(0)
+        if torch.equal(settled, kept): return order[kept]
+        kept = settled
+
+# %% ../nbs/06_segmentation.ipynb #fe8f1a4b
+def _neighbourhood_max(labels: torch.Tensor) -> torch.Tensor:
+    "The largest value in each pixel's 3x3 neighbourhood, for (B, H, W) labels of 0 or more (0 beyond the border)."
+    padded = F.pad(labels, (1, 1, 1, 1))
+    across = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
+    return torch.maximum(torch.maximum(across[..., :-2, :], across[..., 1:-1, :]), across[..., 2:, :])
+
+def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "8-connected components of masks (N, 1, H, W): labels and each pixel's component size, int32, 0 on background."
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise ValueError(f"expected masks (N, 1, H, W), got {tuple(mask.shape)}")
+    n, _, height, width = mask.shape
+    background = mask.reshape(n, height * width) == 0
+    # (N, H * W): each foreground pixel names itself by its position + 1; background is 0
+    labels = torch.arange(1, height * width + 1, device=mask.device).expand(n, -1).masked_fill(background, 0)
+    while True:
+        spread = _neighbourhood_max(labels.view(n, height, width)).view(n, -1).masked_fill_(background, 0)
+        jumped = spread.scatter_reduce(1, (labels - 1).clamp_(min=0), spread, "amax")  # hook
+        for _ in range(2):  # jump, twice: a jump costs less than a round
+            jumped = jumped.gather(1, (jumped - 1).clamp_(min=0)).masked_fill_(background, 0)
+        if torch.equal(jumped, labels): break
+        labels = jumped
+    sizes = torch.zeros(n, height * width + 1, dtype=torch.int64, device=mask.device)  # index 0: background
+    sizes.scatter_add_(1, labels, torch.ones_like(labels))
+    counts = sizes.gather(1, labels).masked_fill_(background, 0)
+    return labels.view(n, 1, height, width).int(), counts.view(n, 1, height, width).int()
+
+# %% ../nbs/06_segmentation.ipynb #25be1b50
+class LocalCvUtils:
+    "The two calls SAM 3 (`transformers`) makes of its `kernels-community/cv-utils` Hub kernel, in plain torch."
+    def generic_nms(self, ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+                    use_iou_matrix: bool = True) -> torch.Tensor:
+        "Kept candidates' indices, highest score first (`greedy_nms`); from an IoU matrix, as SAM 3 calls it."
+        if not use_iou_matrix:
+            raise NotImplementedError("LocalCvUtils.generic_nms takes an IoU matrix (use_iou_matrix=True), not boxes")
+        return greedy_nms(ious, scores, iou_threshold)
+
+    def cc_2d(self, mask: torch.Tensor, get_counts: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        "Labels and component sizes of masks (N, 1, H, W) (`connected_components`); the sizes are always counted."
+        return connected_components(mask)
+
+    def __repr__(self) -> str: return "LocalCvUtils()"
+
+def install_local_cv_utils() -> LocalCvUtils:
+    "Make `LocalCvUtils` SAM 3's post-processing kernel in `transformers` (instead of the Hub's); returns it."
+    from transformers.models.sam3_video import modeling_sam3_video
+    if not isinstance(modeling_sam3_video.cv_utils_kernel, LocalCvUtils):
+        modeling_sam3_video.cv_utils_kernel = LocalCvUtils()
+    return modeling_sam3_video.cv_utils_kernel
+
 # %% ../nbs/06_segmentation.ipynb #41f40acb
 class Sam3VideoSegmenter:
     "Text-prompted video segmentation with SAM 3 (`transformers`): one session from each key frame, united."
@@ -163,6 +228,7 @@ class Sam3VideoSegmenter:
                  dtype: torch.dtype = torch.float32, num_key_frames: int = 1, score_threshold: float = 0.5,
                  progress: bool = True, offload_state: bool = False):
         from transformers import Sam3VideoModel
+        install_local_cv_utils()  # SAM 3's NMS, hole filling and sprinkle removal, offline too (above)
         source = str(model_id)
         if Path(source).expanduser().exists():
             source = str(Path(source).expanduser())
