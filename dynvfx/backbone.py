@@ -23,9 +23,9 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
 
 # %% auto #0
 __all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER',
-           'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'load_pipeline', 'check_fp8_support',
-           'quantize_blocks_fp8', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox',
-           'sampling_timesteps', 'sample_latents']
+           'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'pixels_to_video', 'video_to_pixels',
+           'latents_to_vae_layout', 'load_pipeline', 'check_fp8_support', 'quantize_blocks_fp8', 'configure_pipeline',
+           'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -129,26 +129,37 @@ class CogVideoXBackbone:
                          patch_size_t=int(self.config.patch_size_t or 1),
                          text_length=int(self.config.max_text_seq_length))
 
+# %% ../nbs/03_backbone.ipynb #2b1369a8
+def pixels_to_video(pixels: torch.Tensor) -> torch.Tensor:
+    "Pixels (F, 3, H, W) in [0, 1] -> a video VAE's input (1, 3, F, H, W) in [-1, 1]."
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"expected pixels (F, 3, H, W), got {tuple(pixels.shape)}")
+    return (pixels * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
+
+def video_to_pixels(frames: torch.Tensor) -> torch.Tensor:
+    "A video VAE's output (1, 3, F, H, W) in [-1, 1] -> pixels (F, 3, H, W) in [0, 1], float32 on the CPU."
+    return ((frames[0].permute(1, 0, 2, 3).float() + 1) / 2).clamp(0, 1).cpu()
+
+def latents_to_vae_layout(latents: torch.Tensor) -> torch.Tensor:
+    "Latents (1, F_lat, C, h, w), as DynVFX keeps them -> (1, C, F_lat, h, w), as video VAEs take them."
+    if latents.ndim != 5 or latents.shape[0] != 1:
+        raise ValueError(f"expected latents (1, F_lat, C, h, w), got {tuple(latents.shape)}")
+    return latents.permute(0, 2, 1, 3, 4)
+
 # %% ../nbs/03_backbone.ipynb #d3509337
 @patch
 @torch.no_grad()
 def encode_video(self: CogVideoXBackbone, pixels: torch.Tensor) -> torch.Tensor:
     "Pixels (F, C, H, W) in [0, 1] -> scaled latents (1, F_lat, C, h, w)."
-    if pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise ValueError(f"expected pixels (F, 3, H, W), got {tuple(pixels.shape)}")
-    video = (pixels * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, F, H, W) in [-1, 1]
-    latents = self.vae.encode(video.to(self.device, self.vae.dtype)).latent_dist.mode()
+    latents = self.vae.encode(pixels_to_video(pixels).to(self.device, self.vae.dtype)).latent_dist.mode()
     return (latents * self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4).to(self.dtype)
 
 @patch
 @torch.no_grad()
 def decode_latents(self: CogVideoXBackbone, latents: torch.Tensor) -> torch.Tensor:
     "Scaled latents (1, F_lat, C, h, w) -> pixels (F, C, H, W) in [0, 1] (float32, on the CPU)."
-    if latents.ndim != 5 or latents.shape[0] != 1:
-        raise ValueError(f"expected latents (1, F_lat, C, h, w), got {tuple(latents.shape)}")
-    video = latents.permute(0, 2, 1, 3, 4).to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
-    frames = self.vae.decode(video).sample  # (1, C, F, H, W) in [-1, 1]
-    return ((frames[0].permute(1, 0, 2, 3).float() + 1) / 2).clamp(0, 1).cpu()
+    video = latents_to_vae_layout(latents).to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
+    return video_to_pixels(self.vae.decode(video).sample)
 
 # %% ../nbs/03_backbone.ipynb #8043ceb3
 @patch

@@ -23,8 +23,8 @@ if TYPE_CHECKING: from diffusers import SchedulerMixin  # for annotations only, 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'SETTING_NAMES', 'MANIFEST_FILE', 'CLEAN_FILE', 'ddim_step', 'inversion_timesteps',
            'InversionError', 'inversion_step', 'clip_hash', 'library_versions', 'CacheInputs', 'FileCheck',
-           'ReferenceManifest', 'cache_inputs', 'check_cache_inputs', 'timestep_file', 'ReferenceLatents',
-           'open_reference_latents', 'invert_clip']
+           'ReferenceManifest', 'cache_inputs', 'check_cache_inputs', 'timestep_file', 'save_latents',
+           'write_manifest', 'ReferenceLatents', 'open_reference_latents', 'open_cache', 'invert_clip']
 
 # %% ../nbs/04_inversion.ipynb #db08613e
 def ddim_step(latents: torch.Tensor,  # x_t, at signal level alpha_from
@@ -174,14 +174,14 @@ def _listed_files(manifest: ReferenceManifest) -> list[str]:
     "The files a manifest vouches for, in the order they are made: the clean latents, then each saved timestep's."
     return [CLEAN_FILE, *map(timestep_file, manifest.timesteps)]
 
-def _save_latents(path: Path, latents: torch.Tensor) -> FileCheck:
+def save_latents(path: Path, latents: torch.Tensor) -> FileCheck:
     "Write latents to a safetensors file, in float32, whole or not at all; returns the check the manifest keeps."
     from safetensors.torch import save
     data = save({"latents": latents.detach().to("cpu", torch.float32).contiguous()})
     with atomic_write(path) as partial: partial.write_bytes(data)
     return FileCheck(size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
-def _write_manifest(folder: Path, manifest: ReferenceManifest) -> None:
+def write_manifest(folder: Path, manifest: ReferenceManifest) -> None:
     "Replace the cache's manifest, whole or not at all (with the checks of the files it lists, in their order)."
     manifest.files = {name: manifest.files[name] for name in _listed_files(manifest) if name in manifest.files}
     atomic_write_text(folder / MANIFEST_FILE, manifest.model_dump_json(indent=1) + "\n")
@@ -338,7 +338,7 @@ def _check_cache_files(folder: Path, manifest: ReferenceManifest) -> set[str]:
         manifest.files[name] = found
     return damaged
 
-def _open_cache(backbone: Backbone, pixels: torch.Tensor, folder: Path, inputs: CacheInputs, sampling_steps: int,
+def open_cache(backbone: Backbone, pixels: torch.Tensor, folder: Path, inputs: CacheInputs, sampling_steps: int,
                 if_mismatch: str) -> tuple[ReferenceManifest, set[str]]:
     "The cache's manifest, with the clean latents in place (encoded if new or damaged); the damaged timestep files."
     manifest = _open_or_create(folder, inputs, if_mismatch)
@@ -347,15 +347,15 @@ def _open_cache(backbone: Backbone, pixels: torch.Tensor, folder: Path, inputs: 
         schedule = type(backbone.scheduler).from_config(backbone.scheduler.config)  # leave the backbone's as it is
         manifest = ReferenceManifest(inputs=inputs, latent_shape=tuple(clean.shape),
                                      sampling_timesteps=tuple(sampling_timesteps(schedule, sampling_steps).tolist()),
-                                     files={CLEAN_FILE: _save_latents(folder / CLEAN_FILE, clean)})
-        _write_manifest(folder, manifest)
+                                     files={CLEAN_FILE: save_latents(folder / CLEAN_FILE, clean)})
+        write_manifest(folder, manifest)
         return manifest, set()
     before = manifest.model_dump()
     manifest.timesteps = _schedule_prefix(manifest)
     damaged = _check_cache_files(folder, manifest)
     if CLEAN_FILE in damaged:  # encoded again: the same bits (the VAE's posterior mean)
-        manifest.files[CLEAN_FILE] = _save_latents(folder / CLEAN_FILE, backbone.encode_video(pixels).float())
-    if manifest.model_dump() != before: _write_manifest(folder, manifest)
+        manifest.files[CLEAN_FILE] = save_latents(folder / CLEAN_FILE, backbone.encode_video(pixels).float())
+    if manifest.model_dump() != before: write_manifest(folder, manifest)
     return manifest, damaged - {CLEAN_FILE}
 
 # %% ../nbs/04_inversion.ipynb #1951c6a9
@@ -382,9 +382,9 @@ def _climb(backbone: Backbone, pixels: torch.Tensor, settings: InversionSettings
             latents = inversion_step(backbone, latents, climb[index - 1] if index else None, climb[index],
                                      prompt_embeds, rotary, label=f"{label} step {index + 1} of {len(climb)}")
             bar.update(index + 1 - bar.n)
-        manifest.files[timestep_file(timestep)] = _save_latents(folder / timestep_file(timestep), latents)
+        manifest.files[timestep_file(timestep)] = save_latents(folder / timestep_file(timestep), latents)
         if timestep not in manifest.timesteps: manifest.timesteps.append(timestep)  # above every listed one
-        _write_manifest(folder, manifest)
+        write_manifest(folder, manifest)
         latents_at = timestep
     bar.close()
 
@@ -405,7 +405,7 @@ def invert_clip(backbone: Backbone,
     saved = [t for t in sampled if max_timestep is None or t <= max_timestep]
     inputs = cache_inputs(backbone, pixels, settings, sampling_steps)
     with folder_lock(folder, "latents_path"):
-        manifest, damaged = _open_cache(backbone, pixels, folder, inputs, sampling_steps, if_mismatch)
+        manifest, damaged = open_cache(backbone, pixels, folder, inputs, sampling_steps, if_mismatch)
         reference = ReferenceLatents(folder, manifest)
         wanted = sorted({*saved, *manifest.timesteps})  # both run up the schedule from the bottom: so does this
         missing = [t for t in wanted if t not in manifest.timesteps or timestep_file(t) in damaged]

@@ -14,11 +14,12 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .anchor_attention import AnchorController, AnchorExtendedAttnProcessor
-from .backbone import COGVIDEOX_5B_SCHEDULER, TINY_WORDS, TokenGrid, tiny_tokenizer
+from .backbone import (COGVIDEOX_5B_SCHEDULER, TINY_WORDS, TokenGrid, latents_to_vae_layout,
+                              pixels_to_video, tiny_tokenizer, video_to_pixels)
 from .config import InversionSettings
 from .core import DynVFXError, folder_lock
 from .inversion import InversionError, ReferenceLatents, cache_inputs, timestep_file
-from .inversion import _open_cache, _save_latents, _write_manifest  # the cache's own steps, shared with 04
+from .inversion import open_cache, save_latents, write_manifest  # the cache's steps (04)
 
 if TYPE_CHECKING:  # for annotations only, quoted: diffusers loads only when used
     from diffusers import SchedulerMixin, WanPipeline
@@ -112,10 +113,7 @@ def _latent_statistics(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.
 @torch.no_grad()
 def encode_video(self: WanBackbone, pixels: torch.Tensor) -> torch.Tensor:
     "Pixels (F, C, H, W) in [0, 1] -> normalised latents (1, F_lat, C, h, w)."
-    if pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise ValueError(f"expected pixels (F, 3, H, W), got {tuple(pixels.shape)}")
-    video = (pixels * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, F, H, W) in [-1, 1]
-    latents = self.vae.encode(video.to(self.device, self.vae.dtype)).latent_dist.mode()
+    latents = self.vae.encode(pixels_to_video(pixels).to(self.device, self.vae.dtype)).latent_dist.mode()
     mean, std = _latent_statistics(self.vae, latents)
     return ((latents - mean) / std).permute(0, 2, 1, 3, 4).to(self.dtype)
 
@@ -123,12 +121,9 @@ def encode_video(self: WanBackbone, pixels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def decode_latents(self: WanBackbone, latents: torch.Tensor) -> torch.Tensor:
     "Normalised latents (1, F_lat, C, h, w) -> pixels (F, C, H, W) in [0, 1] (float32, on the CPU)."
-    if latents.ndim != 5 or latents.shape[0] != 1:
-        raise ValueError(f"expected latents (1, F_lat, C, h, w), got {tuple(latents.shape)}")
-    latents = latents.permute(0, 2, 1, 3, 4).to(self.device, self.vae.dtype)
+    latents = latents_to_vae_layout(latents).to(self.device, self.vae.dtype)
     mean, std = _latent_statistics(self.vae, latents)
-    frames = self.vae.decode(latents * std + mean).sample  # (1, C, F, H, W) in [-1, 1]
-    return ((frames[0].permute(1, 0, 2, 3).float() + 1) / 2).clamp(0, 1).cpu()
+    return video_to_pixels(self.vae.decode(latents * std + mean).sample)
 
 # %% ../nbs/18_wan.ipynb #a914229e
 @patch
@@ -250,7 +245,7 @@ def invert_clip_flow(backbone: "WanBackbone",
     saved = sorted(t for t in positions if max_timestep is None or t <= max_timestep)
     inputs = cache_inputs(backbone, pixels, settings, sampling_steps)
     with folder_lock(folder, "latents_path"):
-        manifest, damaged = _open_cache(backbone, pixels, folder, inputs, sampling_steps, if_mismatch)
+        manifest, damaged = open_cache(backbone, pixels, folder, inputs, sampling_steps, if_mismatch)
         reference = ReferenceLatents(folder, manifest)
         wanted = sorted({*saved, *manifest.timesteps})
         missing = [t for t in wanted if t not in manifest.timesteps or timestep_file(t) in damaged]
@@ -264,9 +259,9 @@ def invert_clip_flow(backbone: "WanBackbone",
         for level, latents in tqdm(climb, desc=label, total=stop - start, disable=not progress, leave=False):
             if level not in to_save: continue
             timestep = to_save[level]
-            manifest.files[timestep_file(timestep)] = _save_latents(folder / timestep_file(timestep), latents)
+            manifest.files[timestep_file(timestep)] = save_latents(folder / timestep_file(timestep), latents)
             if timestep not in manifest.timesteps: manifest.timesteps.append(timestep)  # above every listed one
-            _write_manifest(folder, manifest)
+            write_manifest(folder, manifest)
     return reference
 
 # %% ../nbs/18_wan.ipynb #2d511be9
