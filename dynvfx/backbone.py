@@ -22,10 +22,10 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
     from transformers import T5Tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER',
-           'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'pixels_to_video', 'video_to_pixels',
-           'latents_to_vae_layout', 'load_pipeline', 'check_fp8_support', 'quantize_blocks_fp8', 'configure_pipeline',
-           'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
+__all__ = ['DTYPES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER', 'resolve_device',
+           'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'pixels_to_video', 'video_to_pixels', 'latents_to_vae_layout',
+           'load_pipeline', 'check_fp8_support', 'quantize_blocks_fp8', 'configure_pipeline', 'load_backbone',
+           'tiny_tokenizer', 'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

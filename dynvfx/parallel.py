@@ -24,8 +24,8 @@ from .pipeline import DynVFXPipeline, RunLog
 from .segmentation import Segmenter
 
 # %% auto #0
-__all__ = ['PROCESS_GROUP_TIMEOUT', 'TorchrunEnv', 'torchrun_env', 'rank_settings', 'join_process_group',
-           'BranchSplit', 'start_branch_split', 'PassOrder', 'BranchSplitPipeline']
+__all__ = ['PROCESS_GROUP_TIMEOUT', 'TorchrunEnv', 'torchrun_env', 'rank_settings', 'join_process_group', 'BranchSplit',
+           'start_branch_split', 'PassOrder', 'BranchSplitPipeline']
 
 # %% ../nbs/16_parallel.ipynb #f582a21c
 @dataclass(frozen=True)

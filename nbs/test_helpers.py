@@ -1,5 +1,4 @@
-"""Helpers for the notebooks: their tests, and their export. They are not part of the `dynvfx` package, which never
-imports them.
+"""Helpers for the notebooks' tests. They are not part of the `dynvfx` package, which never imports them.
 
 The notebooks run in this folder (the test runner, nbdev and Jupyter all start them here), so a notebook
 imports these with `from test_helpers import ...`.
@@ -14,15 +13,11 @@ imports these with `from test_helpers import ...`.
 - `%%toy_only`, a cell magic registered when this module is imported in a notebook: the cell runs when the
   notebook's `lesson` (a `dynvfx.config.LessonSettings`) is the toy, and is skipped with a line saying so when the
   lesson runs on a real model. Checks that compare exact values on tiny or toy models carry it.
-- `nbdev_export`: nbdev's export, then each module's `__all__` wrapped within 119 characters (`wrap_module_all`).
-  nbdev wraps that list at 120 characters without counting its `__all__ = ` prefix, so its first line reaches 130.
-  The notebooks' last cell and CI's check that the package matches the notebooks call this one.
 """
 from __future__ import annotations
 
 import ast
 import json
-import textwrap
 import subprocess
 import tempfile
 import threading
@@ -200,32 +195,3 @@ def _register_toy_only() -> None:
 
 
 _register_toy_only()
-
-
-LINE_LENGTH = 119  # the project's line length (tools/lint.py checks it)
-
-
-def wrap_module_all(source: str, width: int = LINE_LENGTH) -> str:
-    "A module's source with its `__all__ = [...]` list wrapped within `width` characters, the prefix counted."
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
-            wrapper = textwrap.TextWrapper(width=width, initial_indent="__all__ = ", subsequent_indent=" " * 11,
-                                           break_long_words=False)
-            lines = source.split("\n")
-            wrapped = wrapper.wrap(str(list(ast.literal_eval(node.value))))
-            return "\n".join(lines[:node.lineno - 1] + wrapped + lines[node.end_lineno:])
-    return source
-
-
-def nbdev_export() -> list[Path]:
-    "nbdev's export of every notebook, then each module's `__all__` wrapped within the line length; those rewrapped."
-    import nbdev
-    from nbdev.config import get_config
-    from dynvfx.core import atomic_write_text
-    nbdev.nbdev_export()
-    rewrapped = []
-    for module in sorted(Path(get_config().lib_path).glob("*.py")):
-        source = module.read_text(encoding="utf-8")
-        wrapped = wrap_module_all(source)
-        if wrapped != source: rewrapped.append(atomic_write_text(module, wrapped))
-    return rewrapped

@@ -1,9 +1,6 @@
 """Lines of at most 119 characters and ruff's basic checks (tools/lint.py, which CI runs too): on the package,
 tools/, tests/ and the notebooks' code cells. Run `python -m tools.lint` to see every finding."""
-import ast
-import importlib.util
 import json
-import sys
 from textwrap import TextWrapper
 
 from tools import lint
@@ -34,44 +31,19 @@ def _repository(root, module: str, tool: str, notebook_cells: list[str]):
     (root / "nbs" / "_scratch.ipynb").write_text(json.dumps(dict(notebook, cells=cells[-1:])))
 
 
-def _notebook_helpers():
-    "nbs/test_helpers.py, loaded from its file (the notebooks import it from their folder)."
-    spec = importlib.util.spec_from_file_location("test_helpers", lint.ROOT / "nbs" / "test_helpers.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up
-    spec.loader.exec_module(module)
-    return module
-
-
-NAMES = [f"exported_name_{i:02d}" for i in range(12)]
-NBDEV_ALL = "__all__ = " + "\n".join(TextWrapper(width=120, subsequent_indent=" " * 11, break_long_words=False)
-                                      .wrap(str(NAMES))) + "\n"  # as nbdev's maker.py writes it: 130 characters
-EXPORTS = "".join(f"{name} = 1\n" for name in NAMES)
-
-
 def test_finds_long_lines_and_unused_imports_but_not_what_nbdev_writes(tmp_path):
-    exported_all = _notebook_helpers().wrap_module_all("# %% auto #0\n" + NBDEV_ALL + EXPORTS)
-    module = exported_all + "here = 1\n" + LONG + "if here: here = 2\n"
+    wrapper = TextWrapper(width=120, subsequent_indent=" " * 11, break_long_words=False)  # as nbdev's maker.py
+    names = [f"exported_name_{i:02d}" for i in range(12)]
+    nbdev_all = "__all__ = " + "\n".join(wrapper.wrap(str(names))) + "\n"
+    assert len(nbdev_all.splitlines()[0]) == 130 and len(nbdev_all.splitlines()) > 1
+    module = "# %% auto #0\n" + nbdev_all + "".join(f"{name} = 1\n" for name in names) + "here = 1\n" + LONG + \
+        "if here: here = 2\n"
     long_row = module.splitlines().index(LONG.strip()) + 1
     _repository(tmp_path, module, tool="import os\n", notebook_cells=["import os", "short = 1\n" + LONG])
     found = {(f.path, f.cell, f.row, f.code) for f in lint.findings(tmp_path)}
     assert found == {("dynvfx/mod.py", None, long_row, "E501"),  # the long line; not __all__, not the one-line `if`
                      ("tools/tool.py", None, 1, "F401"),  # unused import in tools/
                      ("nbs/01_x.ipynb", 2, 2, "E501")}  # in a notebook: E501 only; scratch notebooks stay out
-
-
-def test_the_notebooks_export_wraps_nbdevs_all_within_the_line_length(tmp_path):
-    module = "# %% auto #0\n" + NBDEV_ALL + EXPORTS
-    assert len(NBDEV_ALL.splitlines()[0]) == 130 and len(NBDEV_ALL.splitlines()) > 1
-    _repository(tmp_path, module, tool="import os\n\nprint(os.sep)\n", notebook_cells=["short = 1"])
-    assert [(f.path, f.row, f.code) for f in lint.findings(tmp_path)] == [("dynvfx/mod.py", 2, "E501")]
-    wrap_module_all = _notebook_helpers().wrap_module_all
-    wrapped = wrap_module_all(module)
-    assert max(map(len, wrapped.splitlines())) <= 119 and wrap_module_all(wrapped) == wrapped
-    assignments = [ast.literal_eval(node.value) for source in (module, wrapped) for node in ast.parse(source).body
-                   if isinstance(node, ast.Assign) and node.targets[0].id == "__all__"]
-    assert assignments == [NAMES, NAMES]
-    (tmp_path / "dynvfx" / "mod.py").write_text(wrapped)
-    assert lint.findings(tmp_path) == []
 
 
 def test_a_clean_repository_passes(tmp_path):
