@@ -9,8 +9,8 @@ Parts:
                    its own 17,776 keys) and of the anchored call (one query row over 17,776 + 3,206 keys), TFLOP/s,
                    and its error against float32 attention on 1,024 queries; then the model's forwards through our
                    processors (batch 1 and 2 outside the anchor window, batch 3 inside it, fresh anchors each call)
-                   eager and with compiled blocks, for the fastest exact backend and cudnn: times, graphs compiled,
-                   recompiles
+                   eager and with compiled blocks, for the fastest exact backend and cudnn: times, graphs compiled
+                   after the first calls and after timing (equal: nothing recompiled)
   --part fp8       the same forwards with the blocks' linear layers in float8 (model.quantization: fp8),
                    the compile time, and a short edit (inversion on a 25-step grid, one pass of 22 steps from t=879,
                    7 with anchors, a fixed new-object mask) run three ways with the same seed: bf16 eager, bf16
@@ -116,7 +116,7 @@ def forward_cases(backbone, controller: AnchorController, grid, device: torch.de
 
 
 def compiled_forwards(backbone, cases: dict, device: torch.device, repeats: int) -> dict:
-    "Compile the blocks, then: each case's first call (compiling), its timing, the graphs and recompiles."
+    "Compile the blocks, then: each case's first call (compiling), its timing, the graphs before and after timing."
     from torch._dynamo.utils import counters
     torch._dynamo.reset()  # graphs of an earlier model in this process would count against the recompile limit
     counters.clear()
@@ -129,8 +129,7 @@ def compiled_forwards(backbone, cases: dict, device: torch.device, repeats: int)
     timed = time_cases(cases, warmup=1, repeats=repeats, device=device)
     return dict(median_s={k: v["median_s"] for k, v in timed.items()}, first_call_s=first,
                 graphs_after_first_calls=graphs_after_first, graphs_after_timing=counters["stats"]["unique_graphs"],
-                recompiles=sum(counters["recompiles"].values()) if "recompiles" in counters else 0,
-                graph_breaks=sum(counters["graph_break"].values()))
+                graph_breaks=sum(counters["graph_break"].values()))  # equal graph counts: nothing recompiled
 
 
 def model_forwards(args, device: torch.device, dtype: torch.dtype, backend: str, quantization: str = "none",
@@ -312,7 +311,8 @@ def part_price(args, device: torch.device, dtype: torch.dtype) -> dict:
                           references.items()} for ours_name, edit in ours.items()}
     forwards_alone = (inversion_forwards(250) * forward["batch_1"] + EDIT["steps_two"] * forward["batch_2"]
                       + EDIT["steps_three"] * forward["anchored_3"])
-    return dict(ours=ours, references=references, ratios=ratios, exact_forwards_alone_s=forwards_alone,
+    return dict(device=kernels["device"], torch=kernels["torch"], ours=ours, references=references, ratios=ratios,
+                exact_forwards_alone_s=forwards_alone,
                 sources=["h200_kernels.json", "h200_fp8_short_edit_1.json", "h200_sam3_one_session.json"],
                 note="priced, not run end to end: VAE encodes of the reference are left out (about 1 s each)")
 
@@ -346,7 +346,8 @@ def main(argv=None) -> dict:
 def save_results(args, results: dict) -> None:
     "Write what is measured so far to --workdir (and --out), with the machine's name."
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    results.update(device=device_name(device), torch=torch.__version__)
+    results.setdefault("device", device_name(device))  # --part price: the machine its measurements came from
+    results.setdefault("torch", torch.__version__)
     for folder in [args.workdir] + ([args.out] if args.out else []):
         write_json(folder / f"{args.part}.json", results, 2)
 

@@ -17,10 +17,11 @@ from .core import DynVFXError, atomic_write_text, data_dir
 if TYPE_CHECKING: from dynvfx.video_io import Clip  # for annotations only: the lessons' clip
 
 # %% auto #0
-__all__ = ['PROTOCOL_FILE', 'PRESETS', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings', 'InversionSettings',
-           'SamplingSettings', 'AnchorSettings', 'RefinementSettings', 'MaskSettings', 'SegmentationSettings',
-           'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config', 'load_config', 'config_dict',
-           'save_config', 'apply_overrides', 'preset_overrides', 'apply_preset', 'demo_config', 'LessonSettings']
+__all__ = ['PROTOCOL_FILE', 'FAST_PRESET', 'PRESETS', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings',
+           'InversionSettings', 'SamplingSettings', 'AnchorSettings', 'RefinementSettings', 'MaskSettings',
+           'SegmentationSettings', 'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config', 'load_config',
+           'read_yaml', 'config_dict', 'save_config', 'apply_overrides', 'preset_overrides', 'apply_preset',
+           'demo_config', 'LessonSettings']
 
 # %% ../nbs/02_config.ipynb #145f74bd
 class Section(BaseModel):
@@ -238,14 +239,17 @@ def load_config(path: str | Path) -> DynVFXConfig:
     path = Path(path)
     if not path.is_file():
         raise DynVFXError(f"{path}: no such settings file; pass the path of a YAML file such as user_config.yaml")
-    try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return parse_config(read_yaml(path), str(path))
+
+def read_yaml(path: Path) -> Any:
+    "The data of a YAML file, with one-line errors for a syntax error (where it is) and for a file that is not text."
+    try: return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or e
         raise DynVFXError(f"{path}: not valid YAML{where} ({problem}); fix the syntax") from None
-    except UnicodeDecodeError: raise DynVFXError(f"{path}: not a text file; a settings file is YAML text") from None
-    return parse_config(data, str(path))
+    except UnicodeDecodeError: raise DynVFXError(f"{path}: not a text file; it should be YAML text") from None
 
 def config_dict(config: DynVFXConfig) -> dict[str, Any]:
     "The settings as plain YAML-ready data (paths as strings, tuples as lists)."
@@ -280,17 +284,14 @@ def apply_overrides(config: DynVFXConfig, overrides: dict[str, Any] | list[str],
     return parse_config(data, source)
 
 # %% ../nbs/02_config.ipynb #575dace7
+FAST_PRESET = {                        # measured in bench/README.md ("One GPU at its limit"): the six passes
+    "model.compile": True,             # compiled blocks: exact up to rounding
+    "inversion.steps": 100,            # the fewest whose toy table stays within run-to-run noise (50 does not)
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    "exact": {},  # the paper's method computed exactly: the defaults
-    "fast": {     # measured in bench/README.md ("Presets"): the six passes, fewer inversion steps
-        "model.compile": True,            # compiled blocks: exact up to rounding
-        "inversion.steps": 100,           # the fewest whose toy table stays within run-to-run noise (50 does not)
-    },
-    "draft": {    # fast, and the first refinement pass only: for trying instructions, not for the final render
-        "model.compile": True,
-        "inversion.steps": 100,
-        "refinement.pass_timesteps": [899],
-    },
+    "exact": {},                       # the paper's method computed exactly: the defaults
+    "fast": FAST_PRESET,
+    "draft": {**FAST_PRESET, "refinement.pass_timesteps": [899]},  # the first pass only: for trying instructions
 }
 
 def preset_overrides(preset: str) -> dict[str, Any]:
@@ -300,10 +301,7 @@ def preset_overrides(preset: str) -> dict[str, Any]:
     if not path.is_file():
         raise DynVFXError(f"--preset {preset!r}: no such preset; use {' or '.join(map(repr, PRESETS))}, "
                           "or the path of a YAML file of dotted names and values")
-    try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise DynVFXError(f"{path}: not a YAML preset; write one dotted name and value a line, "
-                          "e.g. 'inversion.steps: 100'") from None
+    data = read_yaml(path)
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise DynVFXError(f"{path}: a preset is a mapping of dotted names to values, e.g. 'inversion.steps: 100'")
     return data
