@@ -229,7 +229,7 @@ def forward_inputs(args, device: torch.device, dtype: torch.dtype):
 
 def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
     "The reference's per-step and per-stage costs, timed in this process on the same model."
-    from dynvfx.inversion import inversion_step
+    from dynvfx.inversion import ddim_inversion_step
     config, clip, protocol, backbone, grid, latents = forward_inputs(args, device, dtype)
     transformer = backbone.transformer
     embeds = backbone.encode_prompt([protocol.target_caption, protocol.source_caption, ""])
@@ -249,7 +249,7 @@ def part_reference(args, device: torch.device, dtype: torch.dtype) -> dict:
                 "batch_2": (nullcontext, forward(2, stock))}
     timings = time_cases(forwards, warmup=1, repeats=args.repeats, device=device)
     clean = latents.float()
-    step = lambda: inversion_step(backbone, clean, 895, 899, embeds[2:3], rotary)
+    step = lambda: ddim_inversion_step(backbone, clean, 895, 899, embeds[2:3], rotary)
     inversion = time_cases({"inversion_step": (nullcontext, step)}, warmup=1, repeats=args.repeats, device=device)
     vae_cases = {"vae_encode": (nullcontext, lambda: backbone.encode_video(clip.pixels)),
                  "vae_decode": (nullcontext, lambda: backbone.decode_latents(latents))}

@@ -3,7 +3,7 @@
 
 The transformer has CogVideoX-5B's configuration (48 heads x 64, 42 layers, rotary embeddings) with random weights,
 built directly on the GPU in bfloat16; the clip is 49 frames of 720x480, i.e. latents 1x13x16x60x90 (17,550 video
-tokens + 226 text tokens). The "inversion step" is `dynvfx.inversion.inversion_step`, exactly what `invert_clip`
+tokens + 226 text tokens). The "inversion step" is `dynvfx.inversion.ddim_inversion_step`, exactly what `invert_clip`
 runs per step: the backbone's `predict` at the target timestep (float32 latents in, float32 velocity out), the
 NaN/Inf check, and the DDIM update. Saving a timestep's latents (every 5th step of 250) is timed separately.
 
@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def measure(backbone, args, device: torch.device, dtype: torch.dtype) -> dict:
     "Forward and inversion-step times (ms, interleaved), the save time, peak memories, and one step's result."
-    from dynvfx.inversion import _save_latents, inversion_step, inversion_timesteps
+    from dynvfx.inversion import ddim_inversion_step, inversion_timesteps, save_latents
     grid = backbone.token_grid(*clip_size(args.smoke))
     rotary = backbone.rotary_embedding(grid)
     generator = torch.Generator(device).manual_seed(0)
@@ -74,7 +74,7 @@ def measure(backbone, args, device: torch.device, dtype: torch.dtype) -> dict:
                                         timestep=timestep, image_rotary_emb=rotary, return_dict=False)[0]
 
     def one_inversion_step():
-        return inversion_step(backbone, latents, timestep_from, timestep_to, prompt_embeds, rotary)
+        return ddim_inversion_step(backbone, latents, timestep_from, timestep_to, prompt_embeds, rotary)
 
     forward_ms, step_ms = [], []
     for _ in range(args.warmup): plain_forward(); one_inversion_step()
@@ -83,7 +83,7 @@ def measure(backbone, args, device: torch.device, dtype: torch.dtype) -> dict:
         step_ms += [1000 * t for t in time_repeats(one_inversion_step, device, 0, 1)]
     with tempfile.TemporaryDirectory() as folder:
         step_result = one_inversion_step()
-        save = lambda: _save_latents(Path(folder) / "t0883.safetensors", step_result)
+        save = lambda: save_latents(Path(folder) / "t0883.safetensors", step_result)
         save_ms = [1000 * t for t in time_repeats(save, device, 1, args.repeats)]
     return dict(grid=grid, timesteps=[timestep_from, timestep_to], forward_ms=forward_ms, step_ms=step_ms,
                 save_ms=save_ms, forward_gib=peak_memory_gib(plain_forward, device),

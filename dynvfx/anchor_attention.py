@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
+from .backbone import CogVideoXBackbone
 from .config import AnchorSettings
 from .core import DynVFXError
 from .masks import sample_anchor_tokens
@@ -162,11 +163,12 @@ class AnchorController:
 # %% ../nbs/07_anchor_attention.ipynb #1103e067
 @patch(cls_method=True)
 def from_settings(cls: AnchorController, settings: AnchorSettings, object_tokens: torch.Tensor | None = None, *,
-                  seed: int = 0, attention_backend: str = "sdpa",
-                  observer: Callable | None = None) -> AnchorController:
-    "A controller for `AnchorSettings` and the anchor objects' token masks (grid_frames, gh, gw)."
+                  seed: int = 0, attention_backend: str = "sdpa", observer: Callable | None = None,
+                  window: tuple[int, int] | None = None) -> AnchorController:
+    "A controller for `AnchorSettings` and the anchors' token masks (`window` in the model's timesteps, if given)."
     return cls(mode=settings.mode, object_tokens=object_tokens, anchor_keep_rate=settings.anchor_keep_rate,
-               background_keep_rate=settings.background_keep_rate, window=tuple(settings.window),
+               background_keep_rate=settings.background_keep_rate,
+               window=tuple(settings.window if window is None else window),
                text_queries_see_extension=settings.text_queries_see_extension, seed=seed,
                attention_backend=attention_backend, observer=observer)
 
@@ -331,6 +333,13 @@ def anchor_extended_attention(transformer: torch.nn.Module, controller: AnchorCo
     finally:
         transformer.set_attn_processor(dict(saved))
         controller.layers, controller.active, controller.anchor_indices = (), False, {}
+
+# %% ../nbs/07_anchor_attention.ipynb #7c4e2a02
+@patch
+def anchor_attention(self: CogVideoXBackbone, controller: AnchorController,
+                     layers: Literal["all"] | Sequence[int] = "all") -> contextlib.AbstractContextManager:
+    "Anchor Extended Attention on this CogVideoX's chosen blocks while the context lasts."
+    return anchor_extended_attention(self.transformer, controller, layers)
 
 # %% ../nbs/07_anchor_attention.ipynb #821423ea
 class _ObserverChain:

@@ -110,8 +110,7 @@ def masks_stage(config: DynVFXConfig, clip: Clip, protocol: EditProtocol, segmen
 def inversion_stage(config: DynVFXConfig, backbone: Backbone, clip: Clip, redo: bool = False,
                     progress: bool = True) -> list[ReferenceLatents]:
     "The reference latents of each window of the clip: reused, resumed or extended from their caches, or made."
-    from diffusers import CogVideoXDDIMScheduler  # diffusers loads only when a model does
-    schedule = EditSchedule.from_config(config, CogVideoXDDIMScheduler.from_config(backbone.scheduler.config))
+    schedule = EditSchedule.from_config(config, backbone.new_scheduler(), backbone.model_timestep)
     highest = max(schedule.source_timesteps, default=None)
     return invert_windows(backbone, clip.pixels, plan_windows(config, backbone, clip.num_frames), config.inversion,
                           config.reference_latents_dir, sampling_steps=config.sampling.steps,

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from fastcore.basics import patch
 
-from .anchor_attention import AnchorController, anchor_extended_attention
+from .anchor_attention import AnchorController
 from .backbone import Backbone, TokenGrid, resolve_device
 from .config import DynVFXConfig, apply_overrides
 from .core import DynVFXError
@@ -196,6 +196,6 @@ def serve(self: BranchSplitPipeline) -> None:
         controller = AnchorController(mode="off", attention_backend=backend) if order.anchored else None
         self.split.send_latents = order.step_callback
         negative = {"negative": order.negative.to(backbone.device)}
-        with anchor_extended_attention(backbone.transformer, controller, layers) if controller else nullcontext():
+        with backbone.anchor_attention(controller, layers) if controller else nullcontext():
             self.denoise_pass(order.composite, order.start, order.pass_index, negative, rotary, controller, None,
                               progress=False)

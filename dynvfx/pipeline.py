@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .anchor_attention import AnchorController, anchor_extended_attention
+from .anchor_attention import AnchorController
 from .backbone import Backbone, TokenGrid, load_backbone, sampling_timesteps
 from .composite import write_composite
 from .config import PROTOCOL_FILE, DynVFXConfig, InversionSettings, config_dict, save_config
@@ -51,16 +51,19 @@ class EditSchedule:
     window: tuple[int, int] | None          # (t_min, t_max) of the extension; None when off
 
     @classmethod
-    def from_config(cls, config: DynVFXConfig, scheduler: Any) -> EditSchedule:
+    def from_config(cls, config: DynVFXConfig, scheduler: Any,
+                    model_timestep: Callable[[int, Sequence[int]], int] | None = None) -> EditSchedule:
         "The schedule of `config`'s edit on a diffusers `scheduler`; refuses pass starts outside its timesteps."
         timesteps = tuple(int(t) for t in sampling_timesteps(scheduler, config.sampling.steps))
-        missing = [t for t in config.refinement.pass_timesteps if t not in timesteps]
+        to_model = (lambda t: int(t)) if model_timestep is None else (lambda t: model_timestep(t, timesteps))
+        starts = tuple(to_model(t) for t in config.refinement.pass_timesteps)  # the paper's timesteps -> the model's
+        missing = [t for t, start in zip(config.refinement.pass_timesteps, starts) if start not in timesteps]
         if missing:
             raise DynVFXError(f"refinement.pass_timesteps: {missing} are not timesteps of the "
                               f"{config.sampling.steps}-step schedule ({timesteps[0]}, {timesteps[1]}, ..., "
                               f"{timesteps[-1]}); pick starts from it")
-        window = None if config.anchors.mode == "off" else tuple(config.anchors.window)
-        return cls(timesteps, tuple(config.refinement.pass_timesteps), window)
+        window = None if config.anchors.mode == "off" else tuple(to_model(t) for t in config.anchors.window)
+        return cls(timesteps, starts, window)
 
     def pass_timesteps(self, start: int) -> tuple[int, ...]:
         "The timesteps of the pass that starts at `start`."
@@ -171,11 +174,9 @@ class DynVFXPipeline:
     _callback_tensor_inputs = ("latents", "velocity")  # what a step callback may ask for (see `step_end`)
 
     def __init__(self, backbone: Backbone, segmenter: Segmenter, config: DynVFXConfig):
-        from diffusers import CogVideoXDDIMScheduler
         self.backbone, self.segmenter, self.config = backbone, segmenter, config
-        # our own scheduler: set_timesteps mutates it
-        self.scheduler = CogVideoXDDIMScheduler.from_config(backbone.scheduler.config)
-        self.schedule = EditSchedule.from_config(config, self.scheduler)
+        # the model's schedule, with the settings' (the paper's) timesteps mapped to the model's
+        self.schedule = EditSchedule.from_config(config, backbone.new_scheduler(), backbone.model_timestep)
         self.num_timesteps = 0  # steps of the pass being denoised (diffusers' callbacks read it)
         self.window_index = 0   # the window taking the current step (step callbacks get it)
         self.window_anchor_tokens: list[torch.Tensor] | None = None  # each window's anchors, while windows are edited
@@ -256,9 +257,10 @@ def denoise_pass(self: DynVFXPipeline, composite: torch.Tensor, start: int, pass
     generator = torch.Generator(device=backbone.device).manual_seed(_pass_seed(seed, pass_index))
     timeline = randn_tensor((1, plan.latent_frames, *composite.shape[2:]), generator=generator,
                             device=backbone.device, dtype=torch.float32)
-    self.scheduler.set_timesteps(self.config.sampling.steps)
-    latents = self.scheduler.add_noise(composite.to(backbone.device, torch.float32), split_latents(timeline, plan),
-                                       torch.tensor([start], device=backbone.device))
+    schedulers = [backbone.new_scheduler() for _ in range(plan.count)]  # a multistep solver keeps each path's past
+    for scheduler in schedulers: scheduler.set_timesteps(self.config.sampling.steps)
+    latents = schedulers[0].add_noise(composite.to(backbone.device, torch.float32), split_latents(timeline, plan),
+                                      torch.tensor([start], device=backbone.device))
     if controller is not None: controller.seed = _pass_seed(seed, pass_index); controller.reset()
     timesteps = self.schedule.pass_timesteps(start)
     self.num_timesteps = len(timesteps)
@@ -271,7 +273,7 @@ def denoise_pass(self: DynVFXPipeline, composite: torch.Tensor, start: int, pass
             conditional, unconditional = self.branch_velocities(window_latents, t, active, embeds, rotary,
                                                                 references[window])
             velocity = unconditional + guidance * (conditional - unconditional)
-            window_latents = self.scheduler.step(velocity, t, window_latents, return_dict=False)[0]
+            window_latents = schedulers[window].step(velocity, t, window_latents, return_dict=False)[0]
             stepped.append(self.step_end(callback_on_step_end, tensor_inputs, pass_index, step_index, t, active,
                                          window_latents, velocity))
         latents = blend_latents(torch.cat(stepped), plan)
@@ -328,7 +330,8 @@ def anchor_controller(self: DynVFXPipeline, source_masks: dict[str, torch.Tensor
             return None
         object_tokens = object_tokens.to(self.backbone.device)
     return AnchorController.from_settings(settings, object_tokens, seed=self.config.sampling.seed,
-                                          attention_backend=self.config.model.attention_backend)
+                                          attention_backend=self.config.model.attention_backend,
+                                          window=self.schedule.window)
 
 @patch
 def window_anchors(self: DynVFXPipeline, source_masks: dict[str, torch.Tensor], plan: WindowPlan, grid: TokenGrid,
@@ -534,7 +537,7 @@ def __call__(self: DynVFXPipeline, clip: Clip, protocol: EditProtocol, source_ma
         if controller is not None and attention_observer is not None:
             edit.callback(controller.add_observer(attention_observer))  # removed when the edit ends
         if controller is not None:
-            edit.enter_context(anchor_extended_attention(backbone.transformer, controller, config.anchors.layers))
+            edit.enter_context(backbone.anchor_attention(controller, config.anchors.layers))
         self.window_anchor_tokens = window_tokens
         edit.callback(setattr, self, "window_anchor_tokens", None)
         for index, start in enumerate(self.schedule.pass_starts[first_new:], start=first_new):

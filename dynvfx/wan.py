@@ -6,20 +6,16 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import torch
 from fastcore.basics import patch
-from tqdm.auto import tqdm
 
 from .anchor_attention import AnchorController, AnchorExtendedAttnProcessor
 from .backbone import (COGVIDEOX_5B_SCHEDULER, TINY_WORDS, TokenGrid, latents_to_vae_layout,
                               pixels_to_video, tiny_tokenizer, video_to_pixels)
-from .config import InversionSettings
-from .core import DynVFXError, folder_lock
-from .inversion import InversionError, ReferenceLatents, cache_inputs, timestep_file
-from .inversion import open_cache, save_latents, write_manifest  # the cache's steps (04)
+from .core import DynVFXError
+from .inversion import InversionError
 
 if TYPE_CHECKING:  # for annotations only, quoted: diffusers loads only when used
     from diffusers import SchedulerMixin, WanPipeline
@@ -27,9 +23,9 @@ if TYPE_CHECKING:  # for annotations only, quoted: diffusers loads only when use
 # %% auto #0
 __all__ = ['WAN_SCHEDULER', 'WAN_22_BOUNDARY_RATIO', 'WAN_22_FLOW_SHIFT', 'WAN_TEXT_LENGTH', 'COGVIDEOX_ANCHOR_WINDOW',
            'COGVIDEOX_REFINEMENT_STARTS', 'tiny_wan', 'WanBackbone', 'flow_step', 'flow_inversion_grid',
-           'flow_inversion_steps', 'invert_clip_flow', 'cogvideox_alphas_cumprod', 'equal_snr_sigma', 'wan_timestep',
-           'timestep_map', 'wan_rotate', 'wan_self_attention_qkv', 'WanAnchorExtendedAttnProcessor',
-           'wan_anchor_window', 'wan_anchor_extended_attention']
+           'cogvideox_alphas_cumprod', 'equal_snr_sigma', 'wan_timestep', 'timestep_map', 'wan_rotate',
+           'wan_self_attention_qkv', 'WanAnchorExtendedAttnProcessor', 'wan_anchor_window',
+           'wan_anchor_extended_attention']
 
 # %% ../nbs/18_wan.ipynb #ebb809f9
 WAN_SCHEDULER = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
@@ -75,7 +71,7 @@ class WanBackbone:
     def __init__(self, pipe: "WanPipeline", model_id: str = "", device: torch.device | None = None,
                  revision: str | None = None):
         if pipe.transformer is None: raise ValueError("WanBackbone needs the pipeline's `transformer`")
-        self.pipe, self.model_id, self.revision = pipe, model_id, revision
+        self.family, self.pipe, self.model_id, self.revision = "wan", pipe, model_id, revision
         self.transformer, self.transformer_2 = pipe.transformer, pipe.transformer_2
         self.vae, self.text_encoder, self.tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
@@ -91,6 +87,10 @@ class WanBackbone:
     def experts(self) -> tuple[torch.nn.Module, ...]:
         "The transformers: (transformer,) for Wan 2.1, (transformer, transformer_2) for Wan 2.2 A14B."
         return (self.transformer,) if self.boundary_timestep is None else (self.transformer, self.transformer_2)
+
+    def new_scheduler(self) -> "SchedulerMixin":
+        "A fresh scheduler of the same config (UniPC keeps the last steps' predictions: one per run)."
+        return type(self.scheduler).from_config(self.scheduler.config)
 
     def token_grid(self, num_frames: int, height: int, width: int) -> TokenGrid:
         "The token grid of a clip of this size, read from the configs (no text tokens in Wan's self-attention)."
@@ -210,59 +210,25 @@ def flow_inversion_grid(scheduler: "SchedulerMixin",  # the backbone's flow-matc
     return levels, positions
 
 # %% ../nbs/18_wan.ipynb #97460216
-def flow_inversion_steps(backbone: "WanBackbone",
-                         latents: torch.Tensor,           # (1, F_lat, C, h, w) at level `start`
-                         levels: list[tuple[int, float]], # the grid, ascending (`flow_inversion_grid`)
-                         prompt_embeds: torch.Tensor,     # (1, L, D) of the inversion prompt
-                         start: int,                      # the latents' level; -1: the clean latents (sigma 0)
-                         stop: int,                       # the last level to reach
-                         label: str = "inversion") -> Iterator[tuple[int, torch.Tensor]]:
-    "Invert up the grid from level `start` to `stop`, yielding (level, latents) after each step (float32)."
-    latents, sigma = latents.float(), 0.0 if start < 0 else levels[start][1]
-    for level in range(start + 1, stop + 1):
-        timestep, sigma_to = levels[level]
-        velocity = backbone.predict(latents, timestep, prompt_embeds)
-        if not torch.isfinite(velocity).all():
-            raise InversionError(f"{label} step {level + 1} of {len(levels)} (to t={timestep}): the model's "
-                                 "prediction has NaN or Inf values; rerun to resume from the last saved timestep, "
-                                 "and if it repeats use model.dtype 'bfloat16' or 'float32' instead of 'float16'")
-        latents, sigma = flow_step(latents, velocity, sigma, sigma_to), sigma_to
-        yield level, latents
+@patch
+def inversion_grid(self: WanBackbone, steps: int,
+                   sampling_steps: int) -> tuple[list[tuple[int, float]], dict[int, int]]:
+    "The `steps`-step grid's (timestep, sigma) levels, ascending, and each sampling timestep's level on it."
+    return flow_inversion_grid(self.scheduler, steps, sampling_steps)
 
-# %% ../nbs/18_wan.ipynb #1a43926e
-def invert_clip_flow(backbone: "WanBackbone",
-                     pixels: torch.Tensor,                        # the source clip, (F, C, H, W) float in [0, 1]
-                     settings: InversionSettings | None = None,   # inversion steps and prompt
-                     cache_dir: Path | str = "reference_latents", # the cache folder (created)
-                     sampling_steps: int = 50,                    # the sampling schedule whose timesteps are saved
-                     max_timestep: int | None = None,             # invert only up to this timestep; None: to 999
-                     if_mismatch: Literal["refuse", "rebuild"] = "refuse",
-                     progress: bool = True,
-                     label: str = "inversion") -> ReferenceLatents:
-    "Flow-matching inversion of a clip into its reference latents on disk, in 04_inversion's cache."
-    settings, folder = settings or InversionSettings(), Path(cache_dir)
-    levels, positions = flow_inversion_grid(backbone.scheduler, settings.steps, sampling_steps)
-    saved = sorted(t for t in positions if max_timestep is None or t <= max_timestep)
-    inputs = cache_inputs(backbone, pixels, settings, sampling_steps)
-    with folder_lock(folder, "latents_path"):
-        manifest, damaged = open_cache(backbone, pixels, folder, inputs, sampling_steps, if_mismatch)
-        reference = ReferenceLatents(folder, manifest)
-        wanted = sorted({*saved, *manifest.timesteps})
-        missing = [t for t in wanted if t not in manifest.timesteps or timestep_file(t) in damaged]
-        if not missing: return reference
-        below = dict(zip(wanted, [None, *wanted]))[missing[0]]  # the wanted timestep under the first missing one
-        latents = reference.clean_latents if below is None else reference.load(below)
-        start, stop = -1 if below is None else positions[below], positions[missing[-1]]
-        to_save = {positions[t]: t for t in missing}
-        climb = flow_inversion_steps(backbone, latents.to(backbone.device), levels,
-                                     backbone.encode_prompt([settings.prompt]), start, stop, label)
-        for level, latents in tqdm(climb, desc=label, total=stop - start, disable=not progress, leave=False):
-            if level not in to_save: continue
-            timestep = to_save[level]
-            manifest.files[timestep_file(timestep)] = save_latents(folder / timestep_file(timestep), latents)
-            if timestep not in manifest.timesteps: manifest.timesteps.append(timestep)  # above every listed one
-            write_manifest(folder, manifest)
-    return reference
+@patch
+def inversion_step(self: WanBackbone, latents: torch.Tensor, levels: list[tuple[int, float]], index: int,
+                   prompt_embeds: torch.Tensor, rotary: None = None, label: str = "inversion step") -> torch.Tensor:
+    "Invert latents at level `index - 1` (the clean latents for 0) up to level `index`: one Euler step (float32)."
+    sigma_from = 0.0 if index == 0 else levels[index - 1][1]
+    timestep, sigma_to = levels[index]
+    velocity = self.predict(latents, timestep, prompt_embeds)
+    if not torch.isfinite(velocity).all():
+        start = "clean" if index == 0 else levels[index - 1][0]
+        raise InversionError(f"{label} (t={start} -> {timestep}): the model's prediction has NaN or Inf values; "
+                             "rerun to resume from the last saved timestep, and if it repeats use model.dtype "
+                             "'bfloat16' or 'float32' instead of 'float16'")
+    return flow_step(latents, velocity, sigma_from, sigma_to)
 
 # %% ../nbs/18_wan.ipynb #2d511be9
 COGVIDEOX_ANCHOR_WINDOW = (619, 899)                           # the paper's window, CogVideoX timesteps
@@ -305,6 +271,13 @@ def timestep_map(scheduler: "SchedulerMixin",  # a Wan (flow-matching) scheduler
                      "wan step t": int(schedule.timesteps[step]),
                      "cogvideox step": int((cogvideox.timesteps - t).abs().argmin())})
     return rows
+
+# %% ../nbs/18_wan.ipynb #e7a51c02
+@patch
+def model_timestep(self: WanBackbone, timestep: int, timesteps: Sequence[int]) -> int:
+    "The step of `timesteps` (this model's schedule) nearest in noise level to the paper's `timestep`, by equal SNR."
+    level = float(equal_snr_sigma(timestep)) * self.scheduler.config.num_train_timesteps
+    return int(min(timesteps, key=lambda t: abs(int(t) - level)))
 
 # %% ../nbs/18_wan.ipynb #36af22ec
 def wan_rotate(x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -369,3 +342,10 @@ def wan_anchor_extended_attention(backbone: WanBackbone, controller: AnchorContr
     finally:
         for expert, before in zip(backbone.experts, saved): expert.set_attn_processor(dict(before))
         controller.layers, controller.active, controller.anchor_indices = (), False, {}
+
+# %% ../nbs/18_wan.ipynb #e7a51c04
+@patch
+def anchor_attention(self: WanBackbone, controller: AnchorController,
+                     layers: Literal["all"] | Sequence[int] = "all") -> contextlib.AbstractContextManager:
+    "Anchor Extended Attention on the chosen blocks' attn1 of every expert while the context lasts."
+    return wan_anchor_extended_attention(self, controller, layers)
