@@ -200,6 +200,9 @@ def _check(self: AttentionRecorder) -> None:
     if self.heads not in ("mean", "all"): raise DynVFXError(f"heads: {self.heads!r}; use 'mean' or 'all'")
     if self.branch not in ("conditional", "unconditional", "source"):
         raise DynVFXError(f"branch: {self.branch!r}; use 'conditional', 'unconditional' or 'source'")
+    if self.words and grid.text_length == 0:
+        raise DynVFXError("words: this model's self-attention holds no text tokens (Wan's text enters through its "
+                          "cross-attention); record points and anchors, without words")
     for word, positions in self.words.items():
         if not positions or not all(0 <= i < grid.text_length for i in positions):
             raise DynVFXError(f"word {word!r}: token positions {positions} are not in the text window "
