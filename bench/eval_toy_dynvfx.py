@@ -31,6 +31,7 @@ frames of the first scenes, for the notebook's figure). Prints a markdown table.
   nice -n 10 python -m bench.eval_toy_dynvfx     # 50 scenes default, ablations on the first 20
   python -m bench.eval_toy_dynvfx --report       # the table from the JSON only
   python -m bench.eval_toy_dynvfx --smoke        # one scene, few steps, into a temporary folder
+  python -m bench.eval_toy_dynvfx --model runs/toy_wan/toy_wan --out bench/results/toy_wan_dynvfx.json  # a toy Wan
 """
 from __future__ import annotations
 
@@ -118,6 +119,22 @@ def edit_config(case: dict, overrides: dict) -> DynVFXConfig:
     data["segmentation"]["colour_key"] = colour_key
     data["sampling"] = {"seed": 1000 + case["index"]}
     return apply_overrides(parse_config(data, "eval settings"), overrides, source="configuration")
+
+
+def inversion_top(backbone, configs) -> int:
+    "The highest timestep the edits of `configs` start from on the backbone's schedule (where the inversion stops)."
+    from dynvfx.pipeline import EditSchedule
+    return max(max(EditSchedule.from_config(config, backbone.new_scheduler(), backbone.model_timestep).pass_starts)
+               for config in configs)
+
+
+def load_model(name: str, device: str = "cpu"):
+    "The backbone to evaluate: the committed toy model ('toy'), or a saved diffusers folder (a toy Wan, say)."
+    from dynvfx.toy_world import load_toy_model
+    if name == "toy": return load_toy_model(device=device)
+    from dynvfx.backbone import load_backbone
+    from dynvfx.config import ModelSettings
+    return load_backbone(ModelSettings(model_id=name, dtype="float32", device=device))
 
 
 def pick_threads(max_threads: int) -> int:
@@ -226,7 +243,7 @@ def evaluate_case(backbone, case: dict, configurations: list[str], work_dir: Pat
     first = configs["default"] if "default" in configs else next(iter(configs.values()))
     started = time.perf_counter()
     reference = invert_clip(backbone, original, first.inversion, work_dir / "reference_latents", first.sampling.steps,
-                            max_timestep=max(first.refinement.pass_timesteps), if_mismatch="rebuild",
+                            max_timestep=inversion_top(backbone, configs.values()), if_mismatch="rebuild",
                             progress=progress)
     inversion_seconds = time.perf_counter() - started
     round_trip = backbone.decode_latents(reference.clean_latents.to(backbone.dtype)).float().cpu()  # as the pipeline
@@ -387,6 +404,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--examples", type=Path, default=EXAMPLES)
     parser.add_argument("--threads", type=int, default=2,
                         help="at most this many torch threads (fewer while other processes hold cores)")
+    parser.add_argument("--model", default="toy", help="'toy' (data/toy_model) or a saved model folder (a toy Wan)")
     parser.add_argument("--report", action="store_true", help="print the table from the JSON, run nothing")
     parser.add_argument("--smoke", action="store_true",
                         help="check the script: one scene, few steps (SMOKE_OVERRIDES), results in a temporary "
@@ -440,8 +458,7 @@ def main(argv=None) -> None:
     overrides, smoke_dir = smoke_setup(args)
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     torch.set_num_threads(args.threads)
-    from dynvfx.toy_world import load_toy_model
-    backbone = load_toy_model()
+    backbone = load_model(args.model)
     data.setdefault("settings", run_settings(args, overrides))
     data.setdefault("scenes", {})
     writer = ResultWriter(data, args.out, args.examples, time.perf_counter())

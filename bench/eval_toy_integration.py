@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import RESULTS_DIR, write_json
-from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, RecordingSegmenter, edit_config, measure,
-                                   one_pass_from_default, pick_threads)
+from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, RecordingSegmenter, edit_config,
+                                   inversion_top, load_model, measure, one_pass_from_default, pick_threads)
 from dynvfx.inversion import invert_clip
 from dynvfx.pipeline import DynVFXPipeline
 from dynvfx.protocol import EditProtocol
@@ -323,7 +323,7 @@ def run_case(backbone, case: dict, todo: list[tuple[str, int]], work_dir: Path, 
     first = next(iter(configs.values()))
     started = time.perf_counter()
     reference = invert_clip(backbone, original, first.inversion, work_dir / "reference_latents", first.sampling.steps,
-                            max_timestep=max(max(c.refinement.pass_timesteps) for c in configs.values()),
+                            max_timestep=inversion_top(backbone, configs.values()),
                             if_mismatch="rebuild", progress=progress)
     inversion_seconds = time.perf_counter() - started
     round_trip = backbone.decode_latents(reference.clean_latents.to(backbone.dtype)).float().cpu()
@@ -447,6 +447,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2,
                         help="at most this many torch threads (fewer while other processes hold cores)")
     parser.add_argument("--device", default="cpu", help="the toy model's device (cuda on a GPU machine)")
+    parser.add_argument("--model", default="toy", help="'toy' (data/toy_model) or a saved model folder (a toy Wan)")
     parser.add_argument("--report", action="store_true", help="print the tables from the JSON, run nothing")
     parser.add_argument("--smoke", action="store_true",
                         help="check the script: one case a kind, few steps (SMOKE_OVERRIDES), results in a "
@@ -475,8 +476,7 @@ def main(argv=None) -> None:
                                      threads=args.threads, **({"run_overrides": overrides} if overrides else {})))
     data.setdefault("cases", {})
     torch.set_num_threads(args.threads)
-    from dynvfx.toy_world import load_toy_model
-    backbone, started = load_toy_model(device=args.device), time.perf_counter()
+    backbone, started = load_model(args.model, device=args.device), time.perf_counter()
     for case in integration_cases(args.count):
         entry = data["cases"].setdefault(str(case["index"]), {**case_description(case), "results": {}})
         todo = case_todo(entry, args.configurations, args.seeds)
