@@ -288,6 +288,28 @@ def velocity_loss(pipe, bank: LatentBank, empty: torch.Tensor, alphas_cumprod: t
     return F.mse_loss(predicted.float(), velocity)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: list, ema: list,
+                   ema_decay: float, step: int) -> torch.Tensor:
+    "Backward, clip the gradient to norm 1, step, and move the EMA of the weights; returns the gradient's norm."
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    with torch.no_grad():
+        rate = min(ema_decay, (1 + step) / (10 + step))
+        torch._foreach_mul_(ema, rate); torch._foreach_add_(ema, [p.detach() for p in parameters], alpha=1 - rate)
+    return grad_norm
+
+
+def keep_history(history: list, step: int, elapsed: float, loss: torch.Tensor, grad_norm: torch.Tensor,
+                 optimizer: torch.optim.Optimizer) -> None:
+    "Every 50th step's numbers into `history` (and the log, every 250th)."
+    if step % 50: return
+    lr = optimizer.param_groups[0]["lr"]
+    history.append(dict(step=step, seconds=round(elapsed, 1), loss=loss.item(), grad_norm=grad_norm.item(), lr=lr))
+    if step % 250 == 0: log(f"transformer step {step}: loss {loss.item():.4f} lr {lr:.2e}")
+
+
 def train_transformer(pipe, args, device, seconds: float, history: list,
                       state: dict | None = None) -> tuple[dict, list, list]:
     """Train the transformer and text encoder for `seconds` in all (the learning rate follows the fraction spent), from
@@ -319,18 +341,8 @@ def train_transformer(pipe, args, device, seconds: float, history: list,
         for group in optimizer.param_groups: group["lr"] = learning_rate(elapsed / seconds, step, args.lr, args.warmup)
         if step > 0 and step % args.refresh_every == 0: bank.refresh(args.refresh)
         loss = velocity_loss(pipe, bank, empty, alphas_cumprod, rotary, args, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            rate = min(args.ema, (1 + step) / (10 + step))
-            torch._foreach_mul_(ema, rate); torch._foreach_add_(ema, [p.detach() for p in parameters], alpha=1 - rate)
-        if step % 50 == 0:
-            lr = optimizer.param_groups[0]["lr"]
-            history.append(dict(step=step, seconds=round(elapsed, 1), loss=loss.item(), grad_norm=grad_norm.item(),
-                                lr=lr))
-            if step % 250 == 0: log(f"transformer step {step}: loss {loss.item():.4f} lr {lr:.2e}")
+        grad_norm = optimizer_step(loss, optimizer, parameters, ema, args.ema, step)
+        keep_history(history, step, elapsed, loss, grad_norm, optimizer)
         if step == first_step:
             if device.type == "cuda": torch.cuda.synchronize()
             first_step_seconds = time.perf_counter() - started

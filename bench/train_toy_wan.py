@@ -50,8 +50,8 @@ import torch.nn.functional as F
 
 from bench.common import write_json
 from bench.train_toy_model import (STARTED, LatentBank, adherence_score, compile_blocks, folder_megabytes,
-                                   learning_rate, log, save_pipeline, start_log, swap, train_vae,
-                                   transformer_optimizer)
+                                   keep_history, learning_rate, log, optimizer_step, save_pipeline, start_log, swap,
+                                   train_vae, transformer_optimizer)
 from dynvfx.backbone import load_backbone, sample_latents
 from dynvfx.config import ModelSettings
 from dynvfx.core import atomic_write, atomic_write_text
@@ -329,18 +329,8 @@ def train_wan_transformer(pipe, args: argparse.Namespace, device: torch.device, 
         for group in optimizer.param_groups: group["lr"] = learning_rate(elapsed / seconds, step, args.lr, args.warmup)
         if step > 0 and step % args.refresh_every == 0: bank.refresh(args.refresh)
         loss = flow_matching_loss(pipe, bank, empty, args, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            rate = min(args.ema, (1 + step) / (10 + step))
-            torch._foreach_mul_(ema, rate); torch._foreach_add_(ema, [p.detach() for p in parameters], alpha=1 - rate)
-        if step % 50 == 0:
-            lr = optimizer.param_groups[0]["lr"]
-            history.append(dict(step=step, seconds=round(elapsed, 1), loss=loss.item(), grad_norm=grad_norm.item(),
-                                lr=lr))
-            if step % 250 == 0: log(f"transformer step {step}: loss {loss.item():.4f} lr {lr:.2e}")
+        grad_norm = optimizer_step(loss, optimizer, parameters, ema, args.ema, step)
+        keep_history(history, step, elapsed, loss, grad_norm, optimizer)
         if step == 0:
             if device.type == "cuda": torch.cuda.synchronize()
             first_step_seconds = time.perf_counter() - started
