@@ -82,38 +82,43 @@ def learning_rate(progress: float, step: int, peak: float, warmup: int, floor: f
     return peak * min(1.0, (step + 1) / warmup) * cosine
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = parser.add_argument
-    add("--out", type=Path, required=True, help="output folder (toy_model/, train_log.json)")
-    add("--seed", type=int, default=0)
-    add("--resume", type=Path, default=None, help="start from this pipeline folder instead of random weights")
-    add("--deadline", type=float, default=530.0,
-        help="seconds from start by which everything, evaluation included, must be done")
-    add("--vae-seconds", type=float, default=200.0)
+def add_shared_options(add) -> None:
+    "The options both toy trainers take alike: the VAE's and the transformer's optimisation, the bank, the evaluation."
     add("--vae-batch", type=int, default=32)
     add("--vae-lr", type=float, default=1e-3)
     add("--vae-l1", type=float, default=0.1)
     add("--vae-kl", type=float, default=1e-5)
-    add("--transformer-seconds", type=float, default=300.0, help="at most this long (less if the deadline needs it)")
     add("--batch", type=int, default=256)
     add("--lr", type=float, default=6e-4)
     add("--warmup", type=int, default=200)
     add("--ema", type=float, default=0.999)
     add("--text-dropout", type=float, default=0.1)
-    add("--timesteps", choices=("uniform", "logit-normal"), default="logit-normal",
-        help="how training timesteps are drawn: uniformly, or t/1000 = sigmoid(normal(--timestep-mean, "
-             "--timestep-std))")
-    add("--timestep-mean", type=float, default=0.8,
-        help="logit-normal timesteps: mean of the normal (0.8: median t about 690)")
-    add("--timestep-std", type=float, default=1.3, help="logit-normal timesteps: standard deviation of the normal")
     add("--bank", type=int, default=8192, help="latent clips kept for sampling batches")
     add("--refresh", type=int, default=256, help="bank clips replaced by fresh ones every --refresh-every steps")
     add("--refresh-every", type=int, default=16)
     add("--eval-count", type=int, default=100)
     add("--validation-count", type=int, default=48)
     add("--eval-steps", type=int, default=50)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add_shared_options(add)
+    add("--out", type=Path, required=True, help="output folder (toy_model/, train_log.json)")
+    add("--seed", type=int, default=0)
+    add("--resume", type=Path, default=None, help="start from this pipeline folder instead of random weights")
+    add("--deadline", type=float, default=530.0,
+        help="seconds from start by which everything, evaluation included, must be done")
+    add("--vae-seconds", type=float, default=200.0)
+    add("--transformer-seconds", type=float, default=300.0, help="at most this long (less if the deadline needs it)")
+    add("--timesteps", choices=("uniform", "logit-normal"), default="logit-normal",
+        help="how training timesteps are drawn: uniformly, or t/1000 = sigmoid(normal(--timestep-mean, "
+             "--timestep-std))")
+    add("--timestep-mean", type=float, default=0.8,
+        help="logit-normal timesteps: mean of the normal (0.8: median t about 690)")
+    add("--timestep-std", type=float, default=1.3, help="logit-normal timesteps: standard deviation of the normal")
     add("--eval-reserve", type=float, default=80.0, help="seconds kept for validation, saving and evaluation")
     add("--decoder-only", action="store_true",
         help="train only the VAE's decoder (keeps the latent space of a resumed model)")

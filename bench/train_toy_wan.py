@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import write_json
-from bench.train_toy_model import (STARTED, LatentBank, adherence_score, compile_blocks, folder_megabytes,
-                                   keep_history, learning_rate, log, optimizer_step, save_pipeline, start_log, swap,
-                                   train_vae, transformer_optimizer)
+from bench.train_toy_model import (STARTED, LatentBank, add_shared_options, adherence_score, compile_blocks,
+                                   folder_megabytes, keep_history, learning_rate, log, optimizer_step, save_pipeline,
+                                   start_log, swap, train_vae, transformer_optimizer)
 from dynvfx.backbone import load_backbone, sample_latents
 from dynvfx.config import ModelSettings
 from dynvfx.core import atomic_write, atomic_write_text
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
+    add_shared_options(add)
     add("--out", type=Path, default=None, help="output folder (toy_wan/, train_log.json); a temporary one for --smoke")
     add("--seed", type=int, default=0)
     add("--resume", type=Path, default=None, help="start from this saved toy Wan folder instead of random weights")
@@ -83,19 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds from start by which everything, evaluation included, should be done")
     add("--max-megabytes", type=float, default=30.0, help="the saved float16 folder must not be larger")
     add("--vae-seconds", type=float, default=210.0)
-    add("--vae-batch", type=int, default=32)
-    add("--vae-lr", type=float, default=1e-3)
-    add("--vae-l1", type=float, default=0.1)
-    add("--vae-kl", type=float, default=1e-5)
     add("--decoder-only", action="store_true",
         help="train only the VAE's decoder (keeps the latent space and statistics of a resumed model)")
     add("--statistics-clips", type=int, default=256, help="training clips whose latents set latents_mean/std")
     add("--transformer-seconds", type=float, default=600.0, help="at most this long (less if the deadline needs it)")
-    add("--batch", type=int, default=256)
-    add("--lr", type=float, default=6e-4)
-    add("--warmup", type=int, default=200)
-    add("--ema", type=float, default=0.999)
-    add("--text-dropout", type=float, default=0.1)
     add("--sigmas", choices=("uniform", "logit-normal"), default="logit-normal",
         help="how training noise levels are drawn before the shift: uniformly, or sigmoid(normal(--sigma-mean, "
              "--sigma-std))")
@@ -108,12 +100,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the saved scheduler's flow shift (unless a --shift-candidates value validates strictly better)")
     add("--shift-candidates", type=str, default="2,3,5",
         help="comma-separated sampling flow shifts validated on the kept weights ('' for none)")
-    add("--bank", type=int, default=8192, help="latent clips kept for sampling batches")
-    add("--refresh", type=int, default=256, help="bank clips replaced by fresh ones every --refresh-every steps")
-    add("--refresh-every", type=int, default=16)
-    add("--eval-count", type=int, default=100)
-    add("--validation-count", type=int, default=48)
-    add("--eval-steps", type=int, default=50)
     add("--eval-reserve", type=float, default=175.0, help="seconds kept for validation, saving and evaluation")
     add("--compile", action="store_true", help="torch.compile each transformer block for training")
     add("--cudnn-benchmark", action="store_true", help="let cuDNN pick its fastest convolution kernels (the VAE)")
