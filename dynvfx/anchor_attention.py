@@ -264,6 +264,11 @@ class AnchorExtendedAttnProcessor:
     def __init__(self, controller: AnchorController, layer: int):
         self.controller, self.layer = controller, layer
 
+    @property
+    def attend(self) -> Callable:
+        "The attention kernel the layer runs: the controller's (`model.attention_backend`)."
+        return self.controller.attend
+
     def __call__(self, attn: torch.nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  attention_mask: torch.Tensor | None = None,
                  image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -278,7 +283,7 @@ class AnchorExtendedAttnProcessor:
         query, key, value = project_qkv(attn, hidden_states, text_length, image_rotary_emb, frequencies)
         if controller.active or controller.observer is not None:
             out = self._anchored_attention(query, key, value, text_length)
-        else: out = controller.attend(query, key, value)
+        else: out = self.attend(query, key, value)
         out = attn.to_out[1](attn.to_out[0](out.flatten(2)))
         return out[:, text_length:], out[:, :text_length]
 
@@ -309,10 +314,10 @@ def _anchored_attention(self: AnchorExtendedAttnProcessor, query: torch.Tensor, 
     controller = self.controller
     anchors = self._anchors(query, text_length) if controller.active else None
     if controller.observer is not None: controller.observer(self.layer, query, key, value, anchors)
-    if not controller.active: return controller.attend(query, key, value)
+    if not controller.active: return self.attend(query, key, value)
     return extended_attention(query, key, value, text_length, None if controller.mode == "full" else anchors,
                               controller.extended_index, controller.source_index,
-                              controller.text_queries_see_extension, controller.attend)
+                              controller.text_queries_see_extension, self.attend)
 
 # %% ../nbs/07_anchor_attention.ipynb #415daa51
 @contextlib.contextmanager

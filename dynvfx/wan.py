@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
 
 import torch
 from fastcore.basics import patch
 
-from .anchor_attention import AnchorController, AnchorExtendedAttnProcessor
+from .anchor_attention import AnchorController, AnchorExtendedAttnProcessor, attention_function
 from .backbone import (COGVIDEOX_5B_SCHEDULER, TINY_WORDS, TokenGrid, latents_to_vae_layout,
                               pixels_to_video, tiny_tokenizer, video_to_pixels)
 from .core import DynVFXError
@@ -300,8 +300,17 @@ def wan_self_attention_qkv(attn: torch.nn.Module, hidden_states: torch.Tensor,
 # %% ../nbs/18_wan.ipynb #f829ddda
 class WanAnchorExtendedAttnProcessor(AnchorExtendedAttnProcessor):
     "Wan's self-attention (`attn1`) whose conditional branch also attends to the source branch's anchor tokens."
-    _attention_backend = None  # read by diffusers' `set_attention_backend`; the controller's backend is the one used
+    _attention_backend = None  # set by diffusers' `set_attention_backend`: then the layer runs that backend
     _parallel_config = None
+
+    @property
+    def attend(self) -> Callable:
+        "The attention kernel: the backend `set_attention_backend` chose for the model, else the controller's."
+        if self._attention_backend is None: return self.controller.attend
+        backend = str(getattr(self._attention_backend, "value", self._attention_backend))
+        if getattr(self, "_attend_backend", None) != backend:  # one lookup per backend, not per call
+            self._attend_backend, self._attend_function = backend, attention_function(backend)
+        return self._attend_function
 
     def __call__(self, attn: torch.nn.Module, hidden_states: torch.Tensor,
                  encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -314,7 +323,7 @@ class WanAnchorExtendedAttnProcessor(AnchorExtendedAttnProcessor):
         controller = self.controller
         if controller.active or controller.observer is not None:
             out = self._anchored_attention(query, key, value, 0)  # 07's: anchors, observer, extended attention
-        else: out = controller.attend(query, key, value)
+        else: out = self.attend(query, key, value)
         return attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(query)))
 
     def __repr__(self): return f"WanAnchorExtendedAttnProcessor(layer={self.layer})"
@@ -336,6 +345,8 @@ def wan_anchor_extended_attention(backbone: WanBackbone, controller: AnchorContr
     saved = [dict(expert.attn_processors) for expert in backbone.experts]
     for expert, before in zip(backbone.experts, saved):
         ours = {f"blocks.{i}.attn1.processor": WanAnchorExtendedAttnProcessor(controller, i) for i in chosen}
+        for name, processor in ours.items():  # a backend chosen with set_attention_backend stays chosen
+            processor._attention_backend = getattr(before[name], "_attention_backend", None)
         expert.set_attn_processor({**before, **ours})
     controller.layers, controller.active, controller.anchor_indices = chosen, False, {}
     try: yield controller
