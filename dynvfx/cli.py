@@ -27,8 +27,8 @@ from .config import DynVFXConfig, apply_overrides, apply_preset, demo_config, lo
 from .core import DynVFXError, atomic_write_text, data_dir, folder_lock, machine_fault, safe_object_name
 from .inversion import ReferenceLatents
 from .masks import clean_mask, load_masks, save_masks
-from .parallel import (
-    BranchSplit, BranchSplitPipeline, join_process_group, rank_settings, start_branch_split, torchrun_env)
+from .parallel import (BranchSplit, BranchSplitPipeline, ContextParallelRun, join_process_group, rank_settings,
+                             start_branch_split, start_context_parallel, torchrun_env)
 from .pipeline import DynVFXPipeline, EditResult, EditSchedule, invert_windows, plan_windows, write_outputs
 from .protocol import EditProtocol, load_protocol, save_protocol
 from .segmentation import Segmenter, make_segmenter
@@ -139,7 +139,16 @@ def run_command(command: str, config: DynVFXConfig, redo: Sequence[str] = (), pr
                 client: openai.OpenAI | None = None) -> dict | None:
     "Run `auto`, `generate`, `execute` or `invert`; the summary (None in process 1 of a branch split)."
     config, split = start_branch_split(config)
-    if split is None: return _run_command(command, config, redo, progress, client)
+    if split is None:
+        config, context = start_context_parallel(config)
+        if context is None: return _run_command(command, config, redo, progress, client)
+        failed = True
+        try:  # process 0 runs the command, its forwards split over every process; the others serve and write nothing
+            summary = (_run_command(command, config, redo, progress, client, context=context) if context.rank == 0
+                       else context.serve_edit(config))
+            failed = False
+            return summary
+        finally: context.close(failed)
     with split:
         if split.rank == 0: return _run_command(command, config, redo, progress, client, split)
         if command in ("auto", "execute"):
@@ -169,12 +178,14 @@ def _check_protocol(command: str, config: DynVFXConfig, redo: set[str],
 
 # %% ../nbs/17_cli.ipynb #4fe42e87
 def _run_stages(command: str, config: DynVFXConfig, clip: Clip, protocol: EditProtocol | None, redo: set[str],
-                progress: bool, client: openai.OpenAI | None, split: BranchSplit | None) -> dict:
+                progress: bool, client: openai.OpenAI | None, split: BranchSplit | None,
+                context: ContextParallelRun | None = None) -> dict:
     "The stages of `command`, each timed; the command's summary."
     times, started, run_dir = {}, time.perf_counter(), config.run_dir
     if command in ("auto", "generate") and protocol is None:
         with _timed(times, "protocol"): protocol = protocol_stage(config, clip, "protocol" in redo, client=client)
     backbone, segmenter = _load_models(config, need_backbone=command != "generate", need_segmenter=command != "invert")
+    if context is not None and backbone is not None: context.wrap(backbone, config.model.attention_backend)
     masks, outputs = None, {}
     if command != "invert":
         with _timed(times, "masks"): masks = masks_stage(config, clip, protocol, segmenter, "masks" in redo)
@@ -194,13 +205,14 @@ def _run_stages(command: str, config: DynVFXConfig, clip: Clip, protocol: EditPr
 
 # %% ../nbs/17_cli.ipynb #5d3f9e42
 def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progress: bool,
-                 client: openai.OpenAI | None = None, split: BranchSplit | None = None) -> dict:
+                 client: openai.OpenAI | None = None, split: BranchSplit | None = None,
+                 context: ContextParallelRun | None = None) -> dict:
     "`run_command` in the process that runs the command: the checks, then the stages in the locked run folder."
     redo = set(STAGES) if "all" in redo else set(redo)
     run_dir, clip = check_output_folder(config), read_clip(config)
     protocol = _check_protocol(command, config, redo, client)
     with folder_lock(run_dir, OUTPUT_SETTING):  # from the first write to the summary: the folder's only run
-        summary = _run_stages(command, config, clip, protocol, redo, progress, client, split)
+        summary = _run_stages(command, config, clip, protocol, redo, progress, client, split, context)
         atomic_write_text(run_dir / f"{command}_summary.json", json.dumps(summary, indent=2))
     return summary
 
@@ -208,7 +220,8 @@ def _run_command(command: str, config: DynVFXConfig, redo: Sequence[str], progre
 def run_demo(config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True) -> dict | None:
     "The demo: copy the bundled protocol into the run folder, then run 'execute' (the summary names the demo)."
     check_output_folder(config)
-    helper = config.model.branch_parallel and torchrun_env().rank > 0  # process 1 of a branch split writes nothing
+    split = config.model.branch_parallel or config.model.context_parallel > 1
+    helper = split and torchrun_env().rank > 0  # the helper processes of a split edit write nothing
     with ExitStack() as held:
         if not helper: held.enter_context(folder_lock(config.run_dir, OUTPUT_SETTING))  # before the protocol
         if not helper and ("protocol" in redo or "all" in redo or not config.protocol_path.exists()):

@@ -31,7 +31,7 @@ class Section(BaseModel):
 # %% ../nbs/02_config.ipynb #fae654a4
 class ModelSettings(Section):
     "The text-to-video backbone and where it runs."
-    model_id: str = "THUDM/CogVideoX-5b"  # hub id or local folder of a diffusers CogVideoX pipeline
+    model_id: str = "THUDM/CogVideoX-5b"  # hub id or local folder of a diffusers CogVideoX or Wan pipeline
     revision: str | None = None           # hub revision (branch, tag or commit) to pin
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # weights and activations
     device: str = "cuda"                  # "cuda", "cuda:1", "cpu", ...
@@ -46,6 +46,8 @@ class ModelSettings(Section):
     compile: bool = False                 # torch.compile the repeated transformer block
     branch_parallel: bool = False         # under torchrun with 2 processes: one GPU runs the conditional (and
                                           # source) branch, the other the unconditional one (16_parallel)
+    context_parallel: int = Field(1, ge=1)  # under torchrun with this many processes: every forward's video
+                                          # tokens split among them (16_parallel; CogVideoX)
 
 class VideoSettings(Section):
     "How the source clip is brought to the model's frame count and size."

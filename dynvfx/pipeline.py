@@ -360,7 +360,7 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 _VOLATILE_MODEL_SETTINGS = ("device", "cpu_offload", "vae_tiling", "vae_slicing", "compile", "attention_backend",
-                            "branch_parallel")  # how the model runs, not what it computes
+                            "branch_parallel", "context_parallel")  # how the model runs, not what it computes
 
 def edit_fingerprint(config: DynVFXConfig, clip: Clip, protocol: EditProtocol, source_masks: dict[str, torch.Tensor],
                      reference_latents: ReferenceLatents) -> str:
