@@ -22,7 +22,7 @@ from .masks import sample_anchor_tokens
 # %% auto #0
 __all__ = ['ACTIVE_BRANCHES', 'INACTIVE_BRANCHES', 'SDPA_KERNELS', 'DISPATCHER_ALIASES', 'FLASH_4_ARCHITECTURES', 'AnchorMode',
            'sdpa_attention', 'attention_function', 'extended_attention', 'AnchorController',
-           'paired_rotary_frequencies', 'rotate_pairs', 'project_qkv', 'AnchorExtendedAttnProcessor',
+           'paired_rotary_frequencies', 'rotate_pairs', 'project_qkv', 'AnchorExtendedAttnProcessor', 'chosen_blocks',
            'anchor_extended_attention']
 
 # %% ../nbs/07_anchor_attention.ipynb #596e03ac
@@ -320,15 +320,20 @@ def _anchored_attention(self: AnchorExtendedAttnProcessor, query: torch.Tensor, 
                               controller.text_queries_see_extension, self.attend)
 
 # %% ../nbs/07_anchor_attention.ipynb #415daa51
+def chosen_blocks(layers: Literal["all"] | Sequence[int], blocks: int) -> tuple[int, ...]:
+    "The block indices `anchor.layers` names (every block for 'all'); refused in one line when one does not exist."
+    chosen = tuple(range(blocks)) if layers == "all" else tuple(int(i) for i in layers)
+    missing = [i for i in chosen if not 0 <= i < blocks]
+    if missing:
+        raise DynVFXError(f"anchor.layers: blocks {missing} do not exist; this model has blocks 0..{blocks - 1}")
+    return chosen
+
 @contextlib.contextmanager
 def anchor_extended_attention(transformer: torch.nn.Module, controller: AnchorController,
                               layers: Literal["all"] | Sequence[int] = "all") -> Iterator[AnchorController]:
     "Install `AnchorExtendedAttnProcessor` on chosen blocks of a CogVideoX transformer; restore the previous on exit."
     blocks = len(transformer.transformer_blocks)
-    chosen = tuple(range(blocks)) if layers == "all" else tuple(int(i) for i in layers)
-    missing = [i for i in chosen if not 0 <= i < blocks]
-    if missing:
-        raise DynVFXError(f"anchor.layers: blocks {missing} do not exist; this model has blocks 0..{blocks - 1}")
+    chosen = chosen_blocks(layers, blocks)
     saved = dict(transformer.attn_processors)
     processors = dict(saved)
     for i in chosen: processors[f"transformer_blocks.{i}.attn1.processor"] = AnchorExtendedAttnProcessor(controller, i)

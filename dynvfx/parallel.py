@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from fastcore.basics import patch
 
-from .anchor_attention import AnchorController, AnchorExtendedAttnProcessor, project_qkv
+from .anchor_attention import AnchorController, AnchorExtendedAttnProcessor, chosen_blocks, project_qkv
 from .backbone import Backbone, TokenGrid, load_backbone, resolve_device
 from .config import DynVFXConfig, apply_overrides
 from .core import DynVFXError
@@ -317,10 +317,7 @@ def install_context_parallel_processors(transformer: torch.nn.Module, controller
                                         layers: str | Sequence[int] = "all") -> dict:
     "`ContextParallelAnchorProcessor` on every block (`controller` on the chosen, an idle one elsewhere); the saved."
     blocks = len(transformer.transformer_blocks)
-    chosen = tuple(range(blocks)) if layers == "all" else tuple(int(i) for i in layers)
-    missing = [i for i in chosen if not 0 <= i < blocks]
-    if missing:
-        raise DynVFXError(f"anchor.layers: blocks {missing} do not exist; this model has blocks 0..{blocks - 1}")
+    chosen = chosen_blocks(layers, blocks)
     saved = dict(transformer.attn_processors)
     idle = AnchorController(mode="off", attention_backend=controller.attention_backend)  # the blocks not chosen
     transformer.set_attn_processor({

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
 import torch
 from fastcore.basics import patch
 
-from .anchor_attention import AnchorController, AnchorExtendedAttnProcessor, attention_function
+from .anchor_attention import (AnchorController, AnchorExtendedAttnProcessor, attention_function,
+                                     chosen_blocks)
 from .backbone import (COGVIDEOX_5B_SCHEDULER, TINY_WORDS, TokenGrid, latents_to_vae_layout,
                               pixels_to_video, tiny_tokenizer, video_to_pixels)
 from .core import DynVFXError
@@ -338,10 +339,7 @@ def wan_anchor_extended_attention(backbone: WanBackbone, controller: AnchorContr
                                   layers: Literal["all"] | Sequence[int] = "all") -> Iterator[AnchorController]:
     "Install `WanAnchorExtendedAttnProcessor` on chosen blocks' attn1 of every expert; restore the previous on exit."
     blocks = len(backbone.transformer.blocks)
-    chosen = tuple(range(blocks)) if layers == "all" else tuple(int(i) for i in layers)
-    missing = [i for i in chosen if not 0 <= i < blocks]
-    if missing:
-        raise DynVFXError(f"anchor.layers: blocks {missing} do not exist; this model has blocks 0..{blocks - 1}")
+    chosen = chosen_blocks(layers, blocks)
     saved = [dict(expert.attn_processors) for expert in backbone.experts]
     for expert, before in zip(backbone.experts, saved):
         ours = {f"blocks.{i}.attn1.processor": WanAnchorExtendedAttnProcessor(controller, i) for i in chosen}
