@@ -9,7 +9,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from .segmentation import Segmenter
 
 # %% auto #0
 __all__ = ['PROCESS_GROUP_TIMEOUT', 'TorchrunEnv', 'torchrun_env', 'rank_settings', 'join_process_group', 'BranchSplit',
-           'start_branch_split', 'PassOrder', 'BranchSplitPipeline', 'token_counts', 'tokens_to_heads',
+           'start_branch_split', 'PassOrder', 'BranchSplitPipeline', 'VideoTokenShares', 'tokens_to_heads',
            'heads_to_tokens', 'gather_heads', 'ContextParallelAnchorProcessor', 'shard_video_tokens',
            'install_context_parallel_processors', 'context_parallel', 'ContextParallelRun', 'start_context_parallel',
            'ContextParallelCogVideoX']
@@ -206,43 +206,50 @@ def serve(self: BranchSplitPipeline) -> None:
                               progress=False)
 
 # %% ../nbs/16_parallel.ipynb #c9a00002
-def token_counts(local: int, device: torch.device, group: dist.ProcessGroup | None = None) -> list[int]:
-    "Every process's number of tokens, in rank order (one small all-gather)."
-    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(counts, torch.tensor([local], device=device), group=group)
-    return [int(count) for count in counts]
+@dataclass
+class VideoTokenShares:
+    "How many video tokens each process holds in the forward under way, in rank order (set once per forward)."
+    counts: list[int] = field(default_factory=list)
 
-def tokens_to_heads(x: torch.Tensor, counts: list[int], group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    def count(self, transformer: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        "A forward pre-hook: the shares of this call's video tokens, split as diffusers splits them (`tensor_split`)."
+        latents, config = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0], transformer.config
+        frames, height, width = latents.shape[1] // (config.patch_size_t or 1), latents.shape[-2], latents.shape[-1]
+        tokens = frames * (height // config.patch_size) * (width // config.patch_size)
+        each, left = divmod(tokens, dist.get_world_size())
+        self.counts = [each + (rank < left) for rank in range(dist.get_world_size())]
+
+def tokens_to_heads(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
     "(B, S_r, H, D) this process's tokens, every head -> (B, S, H/N, D) every token in rank order, its heads."
     batch, local, heads, dim = x.shape
     share = len(counts)
     send = x.reshape(batch, local, share, heads // share, dim).permute(2, 1, 0, 3, 4)
     send = send.reshape(share * local, batch, heads // share, dim).contiguous()
     received = x.new_empty(sum(counts), batch, heads // share, dim)
-    dist.all_to_all_single(received, send, output_split_sizes=counts, input_split_sizes=[local] * share, group=group)
+    dist.all_to_all_single(received, send, output_split_sizes=counts, input_split_sizes=[local] * share)
     return received.permute(1, 0, 2, 3)
 
-def heads_to_tokens(y: torch.Tensor, counts: list[int], group: dist.ProcessGroup | None = None) -> torch.Tensor:
+def heads_to_tokens(y: torch.Tensor, counts: list[int]) -> torch.Tensor:
     "(B, S, H/N, D) every token, this process's heads -> (B, S_r, H, D) its tokens, every head (the way back)."
     batch, _, heads, dim = y.shape
-    share, local = len(counts), counts[dist.get_rank(group)]
+    share, local = len(counts), counts[dist.get_rank()]
     received = y.new_empty(share * local, batch, heads, dim)
     dist.all_to_all_single(received, y.permute(1, 0, 2, 3).contiguous(), output_split_sizes=[local] * share,
-                           input_split_sizes=counts, group=group)
+                           input_split_sizes=counts)
     return received.reshape(share, local, batch, heads, dim).permute(2, 1, 0, 3, 4).reshape(batch, local, -1, dim)
 
-def gather_heads(t: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+def gather_heads(t: torch.Tensor) -> torch.Tensor:
     "(B, T, H/N, D) tokens every process holds, its heads -> (B, T, H, D) in every process."
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, t.contiguous(), group=group)
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=2)
 
 # %% ../nbs/16_parallel.ipynb #c9a00003
 class ContextParallelAnchorProcessor(AnchorExtendedAttnProcessor):
     "`AnchorExtendedAttnProcessor` on this process's video tokens (the text whole), Ulysses exchanges around it."
-    def __init__(self, controller: AnchorController, layer: int, group: dist.ProcessGroup | None = None):
+    def __init__(self, controller: AnchorController, layer: int, shares: VideoTokenShares):
         super().__init__(controller, layer)
-        self.group, self.counts = group, None  # counts: each process's video tokens at the last call
+        self.shares = shares  # each process's video tokens in the forward under way
 
     def __call__(self, attn: torch.nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  attention_mask: torch.Tensor | None = None,
@@ -250,37 +257,36 @@ class ContextParallelAnchorProcessor(AnchorExtendedAttnProcessor):
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         "The layer's (video, text) outputs for this process's video tokens, as the one-process layer's."
         if attention_mask is not None: raise ValueError("ContextParallelAnchorProcessor takes no attention mask")
-        controller, text_length, group = self.controller, encoder_hidden_states.shape[1], self.group
-        share, rank = dist.get_world_size(group), dist.get_rank(group)
+        controller, text_length, counts = self.controller, encoder_hidden_states.shape[1], self.shares.counts
+        share, rank = dist.get_world_size(), dist.get_rank()
         if attn.heads % share:
             raise DynVFXError(f"model.context_parallel: {attn.heads} attention heads do not divide among {share} "
                               "processes; use a number of processes that divides them")
         mine = slice(rank * attn.heads // share, (rank + 1) * attn.heads // share)
-        counts = self.counts = token_counts(hidden_states.shape[1], hidden_states.device, group)
+        if hidden_states.shape[1] != counts[rank]:
+            raise RuntimeError(f"{hidden_states.shape[1]} video tokens in process {rank}; the split gives {counts}")
         compiled = image_rotary_emb is None or torch.compiler.is_compiling()
         frequencies = None if compiled else controller.rotary_frequencies(image_rotary_emb)  # this process's rows
         joint = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        query, key, value = (torch.cat([x[:, :text_length, mine], tokens_to_heads(x[:, text_length:], counts, group)],
-                                       dim=1)
+        query, key, value = (torch.cat([x[:, :text_length, mine], tokens_to_heads(x[:, text_length:], counts)], dim=1)
                              for x in project_qkv(attn, joint, text_length, image_rotary_emb, frequencies))
         if controller.active or controller.observer is not None:
             out = self._anchored_attention(query, key, value, text_length)
         else: out = self.attend(query, key, value)
-        out = torch.cat([gather_heads(out[:, :text_length], group),
-                         heads_to_tokens(out[:, text_length:], counts, group)], dim=1)
+        out = torch.cat([gather_heads(out[:, :text_length]), heads_to_tokens(out[:, text_length:], counts)], dim=1)
         out = attn.to_out[1](attn.to_out[0](out.flatten(2)))
         return out[:, text_length:], out[:, :text_length]
 
     def __repr__(self): return f"ContextParallelAnchorProcessor(layer={self.layer})"
 
 # %% ../nbs/16_parallel.ipynb #c9a00004
-def _gather_tokens(group: dist.ProcessGroup | None):
+def _gather_tokens(shares: VideoTokenShares):
     "A forward hook that gathers (B, S_r, C) outputs into (B, S, C), padding unequal shares for the all-gather."
     def gather(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        counts = token_counts(output.shape[1], output.device, group)
+        counts = shares.counts
         padded = torch.nn.functional.pad(output, (0, 0, 0, max(counts) - output.shape[1])).contiguous()
         parts = [torch.empty_like(padded) for _ in counts]
-        dist.all_gather(parts, padded, group=group)
+        dist.all_gather(parts, padded)
         return torch.cat([part[:, :count] for part, count in zip(parts, counts)], dim=1)
     return gather
 
@@ -295,9 +301,9 @@ def _sequence_config(device: torch.device) -> Any:
     config.setup(rank, share, device, mesh=mesh)  # enable_parallelism would ask for an accelerator
     return config
 
-def shard_video_tokens(transformer: torch.nn.Module) -> Callable[[], None]:
+def shard_video_tokens(transformer: torch.nn.Module) -> tuple[VideoTokenShares, Callable[[], None]]:
     """Split a CogVideoX transformer's video tokens over the processes of the default group (diffusers' hooks, our
-    plan) and gather its output; returns the function that takes it all off again."""
+    plan) and gather its output; returns the shares its processors read, and the function that takes it all off."""
     from diffusers.hooks.context_parallel import apply_context_parallel, remove_context_parallel
     from diffusers.models._modeling_parallel import ContextParallelInput
     if not hasattr(transformer, "transformer_blocks"):
@@ -307,14 +313,16 @@ def shard_video_tokens(transformer: torch.nn.Module) -> Callable[[], None]:
     rotary = ContextParallelInput(split_dim=0, expected_dims=2)
     plan = {"": {"image_rotary_emb": [rotary, rotary]},
             "transformer_blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3)}}
+    shares = VideoTokenShares()
+    counting = transformer.register_forward_pre_hook(shares.count, with_kwargs=True)
     apply_context_parallel(transformer, config, plan)
-    gathering = transformer.proj_out.register_forward_hook(_gather_tokens(None))
+    gathering = transformer.proj_out.register_forward_hook(_gather_tokens(shares))
     def undo() -> None:
-        gathering.remove(); remove_context_parallel(transformer, plan)
-    return undo
+        counting.remove(); gathering.remove(); remove_context_parallel(transformer, plan)
+    return shares, undo
 
 def install_context_parallel_processors(transformer: torch.nn.Module, controller: AnchorController,
-                                        layers: str | Sequence[int] = "all") -> dict:
+                                        shares: VideoTokenShares, layers: str | Sequence[int] = "all") -> dict:
     "`ContextParallelAnchorProcessor` on every block (`controller` on the chosen, an idle one elsewhere); the saved."
     blocks = len(transformer.transformer_blocks)
     chosen = chosen_blocks(layers, blocks)
@@ -322,7 +330,8 @@ def install_context_parallel_processors(transformer: torch.nn.Module, controller
     idle = AnchorController(mode="off", attention_backend=controller.attention_backend)  # the blocks not chosen
     transformer.set_attn_processor({
         **saved, **{f"transformer_blocks.{i}.attn1.processor":
-                    ContextParallelAnchorProcessor(controller if i in chosen else idle, i) for i in range(blocks)}})
+                    ContextParallelAnchorProcessor(controller if i in chosen else idle, i, shares)
+                    for i in range(blocks)}})
     controller.layers, controller.active, controller.anchor_indices = chosen, False, {}
     return saved
 
@@ -331,8 +340,8 @@ def context_parallel(transformer: torch.nn.Module, controller: AnchorController,
                      layers: str | Sequence[int] = "all") -> Iterator[AnchorController]:
     """CogVideoX's forwards with their video tokens split over the processes of the default group: the anchor
     processors on the chosen blocks, plain ones (the same class, extension off) on the others; restored on exit."""
-    undo = shard_video_tokens(transformer)
-    saved = install_context_parallel_processors(transformer, controller, layers)
+    shares, undo = shard_video_tokens(transformer)
+    saved = install_context_parallel_processors(transformer, controller, shares, layers)
     try: yield controller
     finally:
         undo(); transformer.set_attn_processor(dict(saved))
@@ -397,11 +406,10 @@ class ContextParallelCogVideoX:
             raise DynVFXError(f"model.context_parallel: {backbone.family} models are not supported yet (CogVideoX "
                               "is); set model.context_parallel to 1")
         self.backbone, self.run, transformer = backbone, run, backbone.transformer
-        self.undo_sharding = shard_video_tokens(transformer)
+        self.shares, _ = shard_video_tokens(transformer)  # for the rest of the process
         self.idle = AnchorController(mode="off", attention_backend=attention_backend)
-        install_context_parallel_processors(transformer, self.idle)
-        self.hook = (transformer.register_forward_pre_hook(self._announce, with_kwargs=True) if run.rank == 0
-                     else None)
+        install_context_parallel_processors(transformer, self.idle, self.shares)
+        if run.rank == 0: transformer.register_forward_pre_hook(self._announce, with_kwargs=True)
         backbone.anchor_attention = self.anchor_attention  # this backbone's installs keep the split
 
     def _announce(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
@@ -414,10 +422,10 @@ class ContextParallelCogVideoX:
                          layers: str | Sequence[int] = "all") -> Iterator[AnchorController]:
         "The edit's controller on the chosen blocks' split processors while the context lasts."
         transformer = self.backbone.transformer
-        install_context_parallel_processors(transformer, controller, layers)
+        install_context_parallel_processors(transformer, controller, self.shares, layers)
         try: yield controller
         finally:
-            install_context_parallel_processors(transformer, self.idle)
+            install_context_parallel_processors(transformer, self.idle, self.shares)
             controller.layers, controller.active, controller.anchor_indices = (), False, {}
 
     def serve(self) -> None:
