@@ -37,6 +37,9 @@ configuration as its mean over the seeds with the per-seed means.
   nice -n 10 python -m bench.eval_toy_integration --count 4 --configurations default anchors_off --seeds 0
   python -m bench.eval_toy_integration --report                        # the tables from the JSON only
   python -m bench.eval_toy_integration --smoke                         # one case a kind, few steps, temporary folder
+  # on a GPU machine: N processes, each its share of the cases in its own JSON, then merged into one
+  python -m bench.eval_toy_integration --device cuda --threads 1 --shard 3/8 --out shards/part3.json
+  python -m bench.eval_toy_integration --merge shards/part*.json           # into --out (finished results kept)
 """
 from __future__ import annotations
 
@@ -449,18 +452,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="the toy model's device (cuda on a GPU machine)")
     parser.add_argument("--model", default="toy", help="'toy' (data/toy_model) or a saved model folder (a toy Wan)")
     parser.add_argument("--report", action="store_true", help="print the tables from the JSON, run nothing")
+    parser.add_argument("--shard", default="0/1", help="K/N: run only the cases whose position modulo N is K")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="add these JSON files' results to --out (theirs win where both have one), run nothing")
     parser.add_argument("--smoke", action="store_true",
                         help="check the script: one case a kind, few steps (SMOKE_OVERRIDES), results in a "
                              "temporary folder unless --out is given; not a measurement")
     args = parser.parse_args(argv)
     if args.report and not args.out.exists(): parser.error(f"{args.out}: no results yet; run without --report first")
+    shard, _, shards = args.shard.partition("/")
+    if not (shard.isdigit() and shards.isdigit() and int(shard) < int(shards)):
+        parser.error(f"--shard {args.shard}: expected K/N with 0 <= K < N, for example 0/4")
+    args.shard, args.shards = int(shard), int(shards)
     return args
+
+
+def merge_results(data: dict, other: dict) -> dict:
+    "`data` with every finished (case, configuration, seed) result of `other` added (`other`'s where both have one)."
+    data.setdefault("settings", other.get("settings", {}))
+    for index, case in other.get("cases", {}).items():
+        entry = data.setdefault("cases", {}).setdefault(index, {**case, "results": {}})
+        for name, seeds in case["results"].items(): entry["results"].setdefault(name, {}).update(seeds)
+    return data
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report:
         print(markdown_report(json.loads(args.out.read_text()))); return
+    if args.merge:
+        data = json.loads(args.out.read_text()) if args.out.exists() else {}
+        for part in args.merge: data = merge_results(data, json.loads(part.read_text()))
+        write_json(args.out, data); print(markdown_report(data)); return
     overrides, smoke_dir = {}, None
     if args.smoke:
         overrides, args.count = dict(SMOKE_OVERRIDES), 1
@@ -477,7 +500,8 @@ def main(argv=None) -> None:
     data.setdefault("cases", {})
     torch.set_num_threads(args.threads)
     backbone, started = load_model(args.model, device=args.device), time.perf_counter()
-    for case in integration_cases(args.count):
+    for position, case in enumerate(integration_cases(args.count)):
+        if position % args.shards != args.shard: continue
         entry = data["cases"].setdefault(str(case["index"]), {**case_description(case), "results": {}})
         todo = case_todo(entry, args.configurations, args.seeds)
         if not todo: continue

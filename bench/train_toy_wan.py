@@ -84,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds from start by which everything, evaluation included, should be done")
     add("--max-megabytes", type=float, default=30.0, help="the saved float16 folder must not be larger")
     add("--vae-seconds", type=float, default=210.0)
+    add("--initial-logvar", type=float, default=-8.0,
+        help="a new VAE's posterior log-variance starts here (the quant_conv's bias): near-deterministic latents. At "
+             "0 (diffusers' start) the first toy Wan's encoder kept std 1.0 noise against latents of std 1.3 for all "
+             "170 s of its VAE training, and its decoder learnt a blur (18 dB; the CogVideoX toy's posterior std is "
+             "0.005)")
     add("--decoder-only", action="store_true",
         help="train only the VAE's decoder (keeps the latent space and statistics of a resumed model)")
     add("--statistics-clips", type=int, default=256, help="training clips whose latents set latents_mean/std")
@@ -131,9 +136,11 @@ def flow_scheduler(flow_shift: float):
     return UniPCMultistepScheduler(**{**WAN_SCHEDULER, "flow_shift": flow_shift})
 
 
-def toy_wan(seed: int = 0, smoke: bool = False, flow_shift: float = WAN_SCHEDULER["flow_shift"]):
+def toy_wan(seed: int = 0, smoke: bool = False, flow_shift: float = WAN_SCHEDULER["flow_shift"],
+            initial_logvar: float = 0.0):
     """The toy Wan's architecture as an untrained, seeded WanPipeline: `tiny_wan` at TOY_WAN's sizes (word tokenizer
-    over TOY_WORDS, 32 text tokens) with a wider AutoencoderKLWan (TOY_WAN_VAE) in place of tiny_wan's."""
+    over TOY_WORDS, 32 text tokens) with a wider AutoencoderKLWan (TOY_WAN_VAE) in place of tiny_wan's, whose
+    posterior log-variance starts at `initial_logvar` (the bias of quant_conv's log-variance half)."""
     from diffusers import AutoencoderKLWan
     sizes, vae_sizes = (SMOKE_WAN, SMOKE_WAN_VAE) if smoke else (TOY_WAN, TOY_WAN_VAE)
     pipe = tiny_wan(seed, words=TOY_WORDS, text_length=TOY_TEXT_LENGTH, flow_shift=flow_shift, **sizes)
@@ -142,6 +149,7 @@ def toy_wan(seed: int = 0, smoke: bool = False, flow_shift: float = WAN_SCHEDULE
         torch.manual_seed(seed + 1)
         vae = AutoencoderKLWan(z_dim=channels, temperal_downsample=[False, True, True], latents_mean=[0.0] * channels,
                                latents_std=[1.0] * channels, **vae_sizes)
+        with torch.no_grad(): vae.quant_conv.bias[channels:] += initial_logvar
     pipe.register_modules(vae=vae.eval())
     return pipe
 
@@ -158,7 +166,7 @@ def starting_pipeline(args: argparse.Namespace, device: torch.device, log_data: 
         if args.fresh_transformer:
             fresh = toy_wan(args.seed, smoke=args.smoke, flow_shift=args.flow_shift)
             pipe.register_modules(transformer=fresh.transformer, text_encoder=fresh.text_encoder)
-    else: pipe = toy_wan(args.seed, smoke=args.smoke, flow_shift=args.flow_shift)
+    else: pipe = toy_wan(args.seed, smoke=args.smoke, flow_shift=args.flow_shift, initial_logvar=args.initial_logvar)
     pipe.to(device)
     counts = log_data["parameters"] = parameter_counts(pipe)
     log_data["weights_megabytes"] = 2 * sum(counts.values()) / 1e6

@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
 __all__ = ['DTYPES', 'BACKBONE_FAMILIES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER',
            'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'pixels_to_video', 'video_to_pixels',
            'latents_to_vae_layout', 'backbone_class', 'load_pipeline', 'check_fp8_support', 'transformer_blocks',
-           'quantize_blocks_fp8', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox',
-           'sampling_timesteps', 'sample_latents']
+           'quantize_blocks_fp8', 'offload_in_groups', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer',
+           'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -334,6 +334,12 @@ def quantize_blocks_fp8(transformer: torch.nn.Module, device: torch.device) -> i
     return count
 
 # %% ../nbs/03_backbone.ipynb #d3bbdfbd
+def offload_in_groups(pipe: "DiffusionPipeline", device: torch.device, use_stream: bool = True) -> None:
+    """diffusers' group offloading for every model of the pipeline: the weights wait in CPU memory and each block
+    comes to `device` when it runs, the next one copied on a side stream (`use_stream`, CUDA only) meanwhile."""
+    pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
+                              num_blocks_per_group=1, use_stream=use_stream)
+
 def configure_pipeline(pipe: "DiffusionPipeline", settings: ModelSettings) -> Backbone:
     "Apply the settings' device, offload, VAE tiling/slicing, quantization and compile to a pipeline; wrap it."
     device = resolve_device(settings.device)
@@ -342,6 +348,7 @@ def configure_pipeline(pipe: "DiffusionPipeline", settings: ModelSettings) -> Ba
         raise DynVFXError("model.cpu_offload: offloading needs a CUDA device; "
                           "set model.cpu_offload to 'none' on the CPU")
     elif settings.cpu_offload == "model": pipe.enable_model_cpu_offload(device=device)
+    elif settings.cpu_offload == "group": offload_in_groups(pipe, device)
     else: pipe.enable_sequential_cpu_offload(device=device)
     if settings.vae_tiling: pipe.vae.enable_tiling()
     if settings.vae_slicing: pipe.vae.enable_slicing()

@@ -35,7 +35,8 @@ class ModelSettings(Section):
     revision: str | None = None           # hub revision (branch, tag or commit) to pin
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # weights and activations
     device: str = "cuda"                  # "cuda", "cuda:1", "cpu", ...
-    cpu_offload: Literal["none", "model", "sequential"] = "none"   # "model" fits 24 GB cards
+    cpu_offload: Literal["none", "model", "sequential", "group"] = "none"  # "model": CogVideoX on 24 GB cards;
+                                          # "group": Wan 14B on 24 GB, 1.3B on 8 GB (03_backbone)
     vae_tiling: bool = False              # decode in tiles: less memory, slightly slower
     vae_slicing: bool = False             # decode one sample of a batch at a time
     attention_backend: str = "sdpa"       # "sdpa" (PyTorch picks), "cudnn", "flash", "efficient", "math",
