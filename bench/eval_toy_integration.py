@@ -26,7 +26,10 @@ Configurations (settings overrides over the default's): default; anchors_off (an
 and anchors_masked (anchors.mode "full", "masked"); window_wide (anchors.window=[479, 979]: the passes start at
 t = 899, so in effect [479, 899]); window_narrow ([759, 899]); one_pass (refinement.pass_timesteps=[899], read from
 the default run's first pass, which does not depend on the later ones; bench/eval_toy_dynvfx.py checked it against
-a real run: identical pixels). Each with every sampling seed of `--seeds` (sampling.seed = 1000 + 10,000 * seed +
+a real run: identical pixels). Two more, run apart as a test of an account of the table (`still_in_pan` only):
+default_pan_unsaid and anchors_off_pan_unsaid, the default and anchors_off with the target caption's camera clause
+("and the camera pans left") removed, so that the text no longer tells the model how the scene moves. Each with every
+sampling seed of `--seeds` (sampling.seed = 1000 + 10,000 * seed +
 case number). The source clip is inverted once per case.
 
 Writes bench/results/toy_integration.json after every edit (bench.common.write_json) and resumes from it (finished
@@ -36,6 +39,8 @@ configuration as its mean over the seeds with the per-seed means.
   nice -n 10 python -m bench.eval_toy_integration                      # 10 cases a kind, 7 configurations, 2 seeds
   nice -n 10 python -m bench.eval_toy_integration --count 4 --configurations default anchors_off --seeds 0
   python -m bench.eval_toy_integration --report                        # the tables from the JSON only
+  python -m bench.eval_toy_integration --kinds still_in_pan --configurations default_pan_unsaid \
+      anchors_off_pan_unsaid --out bench/results/toy_integration_pan_unsaid.json   # the account's test
   python -m bench.eval_toy_integration --smoke                         # one case a kind, few steps, temporary folder
   # on a GPU machine: N processes, each its share of the cases in its own JSON, then merged into one
   python -m bench.eval_toy_integration --device cuda --threads 1 --shard 3/8 --out shards/part3.json
@@ -46,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import statistics
 import tempfile
@@ -78,6 +84,9 @@ CONFIGURATIONS = {
     "default": {}, "anchors_off": {"anchors.mode": "off"}, "anchors_full": {"anchors.mode": "full"},
     "anchors_masked": {"anchors.mode": "masked"}, "window_wide": {"anchors.window": [479, 979]},
     "window_narrow": {"anchors.window": [759, 899]}, "one_pass": {"refinement.pass_timesteps": [899]}}
+MAIN_CONFIGURATIONS = list(CONFIGURATIONS)  # the table's; the two below test an account of it (still_in_pan only)
+PAN_UNSAID = {"default_pan_unsaid": "default", "anchors_off_pan_unsaid": "anchors_off"}
+CONFIGURATIONS.update({name: CONFIGURATIONS[base] for name, base in PAN_UNSAID.items()})
 SMOKE_CONFIGURATIONS = ["default", "anchors_off"]
 FRAMES, HEIGHT, WIDTH = TOY_CLIP["num_frames"], TOY_CLIP["height"], TOY_CLIP["width"]
 
@@ -313,12 +322,20 @@ def wrong_answer(case: dict) -> SceneBatch:
 
 # -- running ----------------------------------------------------------------------------------------------------------
 
+def pan_unsaid(caption: str) -> str:
+    "The caption without its camera clause: the new object's motion in the pan must then come from the source."
+    return re.sub(r" and the camera pans \w+$", "", caption)
+
+
 def sampling_seed(case: dict, seed: int) -> int: return 1000 + 10_000 * seed + case["index"]
 
 
 def run_case(backbone, case: dict, todo: list[tuple[str, int]], work_dir: Path, overrides: dict, on_result,
-             max_threads: int | None = None, progress: bool = False) -> None:
-    "Invert the case's clip once, run each (configuration, seed) edit and measure it; `on_result(name, seed, record)`."
+             max_threads: int | None = None, progress: bool = False, observers: dict | None = None,
+             results: dict | None = None) -> None:
+    """Invert the case's clip once, run each (configuration, seed) edit, measure it, `on_result(name, seed, record)`.
+    `observers` may give an edit, by (name, seed), an attention observer; `results`, if given, receives each
+    `EditResult` (on the CPU) by (name, seed)."""
     original = render_scenes(case["scene"]).pixels[0]
     clip = Clip(original, 8.0)
     configs = {(name, seed): edit_config(case, {**overrides, **CONFIGURATIONS[name],
@@ -338,6 +355,8 @@ def run_case(backbone, case: dict, todo: list[tuple[str, int]], work_dir: Path, 
     recorded = {}
     for name, seed in sorted(todo, key=lambda item: (item[1], item[0] == "one_pass")):   # one_pass after its default
         config, key = configs[name, seed], ColourKeySegmenter(configs[name, seed].segmentation.colour_key)
+        edit_protocol = protocol.model_copy(update=dict(target_caption=pan_unsaid(protocol.target_caption))) \
+            if name in PAN_UNSAID else protocol
         if name == "one_pass":
             result = one_pass_from_default(backbone, work_dir / f"default_{seed}", reference)
             clips = recorded["default", seed][:1]
@@ -345,11 +364,13 @@ def run_case(backbone, case: dict, todo: list[tuple[str, int]], work_dir: Path, 
             if max_threads: pick_threads(max_threads)
             recording = RecordingSegmenter(key, max_threads)
             run_dir = work_dir / f"{name}_{seed}"
-            result = DynVFXPipeline(backbone, recording, config)(clip, protocol, source_masks, reference,
-                                                                 run_dir=run_dir, progress=progress)
+            result = DynVFXPipeline(backbone, recording, config)(
+                clip, edit_protocol, source_masks, reference, run_dir=run_dir, progress=progress,
+                attention_observer=(observers or {}).get((name, seed)))
             clips = recorded[name, seed] = recording.clips
         result = replace(result, pixels=result.pixels.float().cpu(), target_mask=result.target_mask.cpu(),
                          latent_target_mask=result.latent_target_mask.cpu())      # measured on the CPU
+        if results is not None: results[name, seed] = result
         record = measure(case, config, result, clips, original, round_trip, key)
         record.update(integration=integration_metrics(case, result.pixels), sampling_seed=config.sampling.seed,
                       inversion_seconds=round(inversion_seconds, 2))
@@ -438,6 +459,44 @@ def markdown_report(data: dict) -> str:
     return "\n".join(lines)
 
 
+
+def paired_differences(cases: list[dict], name: str, seeds: list[str], read) -> list[tuple[float | None, int, int]]:
+    """Per seed: the mean over cases of (configuration - default) where both have a reading, how many cases, and in
+    how many the configuration's reading is the larger."""
+    out = []
+    for seed in seeds:
+        pairs = [(read(c["results"][name][seed]), read(c["results"]["default"][seed])) for c in cases
+                 if seed in c["results"].get(name, {}) and seed in c["results"].get("default", {})]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None and a == a and b == b]
+        out.append((statistics.fmean(a - b for a, b in pairs) if pairs else None, len(pairs),
+                    sum(a > b for a, b in pairs)))
+    return out
+
+
+def difference_report(data: dict) -> str:
+    """Per kind: each configuration's paired difference from the default on the kind's metrics (same case, same
+    seed), per seed, with how many cases went up; '(both)' where the two seeds agree in sign."""
+    lines = []
+    for kind in KINDS:
+        cases = [c for c in data["cases"].values() if c["kind"] == kind]
+        if not cases: continue
+        seeds = sorted({s for c in cases for r in c["results"].values() for s in r}, key=int)
+        metrics = METRICS[kind] + COMMON_METRICS
+        lines += [f"### {kind}: configuration - default, per seed (cases where it is larger / cases)", "",
+                  "| configuration | " + " | ".join(label for _, _, label in metrics) + " |",
+                  "| --- |" + " --- |" * len(metrics)]
+        for name in [n for n in CONFIGURATIONS if n != "default" and any(n in c["results"] for c in cases)]:
+            cells = []
+            for _, read, _ in metrics:
+                diffs = paired_differences(cases, name, seeds, read)
+                known = [d for d, _, _ in diffs if d is not None]
+                agree = len(known) > 1 and (all(d > 0 for d in known) or all(d < 0 for d in known))
+                cells.append(" / ".join("-" if d is None else f"{d:+.2f} ({up}/{n})" for d, n, up in diffs)
+                             + (" (both)" if agree else ""))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
 # -- the run ----------------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -452,6 +511,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="the toy model's device (cuda on a GPU machine)")
     parser.add_argument("--model", default="toy", help="'toy' (data/toy_model) or a saved model folder (a toy Wan)")
     parser.add_argument("--report", action="store_true", help="print the tables from the JSON, run nothing")
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS), help="only these kinds")
     parser.add_argument("--shard", default="0/1", help="K/N: run only the cases whose position modulo N is K")
     parser.add_argument("--merge", nargs="+", type=Path, default=None,
                         help="add these JSON files' results to --out (theirs win where both have one), run nothing")
@@ -479,7 +539,7 @@ def merge_results(data: dict, other: dict) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report:
-        print(markdown_report(json.loads(args.out.read_text()))); return
+        data = json.loads(args.out.read_text()); print(markdown_report(data)); print(difference_report(data)); return
     if args.merge:
         data = json.loads(args.out.read_text()) if args.out.exists() else {}
         for part in args.merge: data = merge_results(data, json.loads(part.read_text()))
@@ -490,7 +550,7 @@ def main(argv=None) -> None:
         args.configurations = args.configurations or SMOKE_CONFIGURATIONS
         if args.out == RESULTS:
             smoke_dir = Path(tempfile.mkdtemp(prefix="toy-integration-smoke-")); args.out = smoke_dir / RESULTS.name
-    args.configurations = args.configurations or list(CONFIGURATIONS)
+    args.configurations = args.configurations or MAIN_CONFIGURATIONS
     if args.device != "cpu": overrides["model.device"] = args.device
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     data.setdefault("settings", dict(case_seed=CASE_SEED, track_tolerance_px=TRACK_TOLERANCE_PX,
@@ -501,7 +561,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     backbone, started = load_model(args.model, device=args.device), time.perf_counter()
     for position, case in enumerate(integration_cases(args.count)):
-        if position % args.shards != args.shard: continue
+        if position % args.shards != args.shard or case["kind"] not in args.kinds: continue
         entry = data["cases"].setdefault(str(case["index"]), {**case_description(case), "results": {}})
         todo = case_todo(entry, args.configurations, args.seeds)
         if not todo: continue

@@ -282,7 +282,8 @@ def _job_done(config: DynVFXConfig) -> bool:
 
 def _run_job(config: DynVFXConfig, rank: int, local_rank: int, progress: bool) -> dict:
     "One job of a batch in this process: its status ('done' or 'failed' with the error's line) and its summary."
-    config = apply_overrides(rank_settings(config, local_rank), {"model.branch_parallel": False}, source="batch")
+    alone = {"model.branch_parallel": False, "model.context_parallel": 1}  # each job in one process
+    config = apply_overrides(rank_settings(config, local_rank), alone, source="batch")
     command = "execute" if config.protocol_path.exists() else "auto"
     try: return {"status": "done", "rank": rank, **run_command(command, config, progress=progress)}
     except Exception as error:  # a user's mistake or a fault of the machine fails the job; a bug stops the batch
@@ -305,12 +306,17 @@ def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides:
     target = Path(output) if output else jobs_dir
     results_dir = target / ".batch_results"
     env = torchrun_env()
-    if env.world_size > 1: join_process_group(cuda=torch.cuda.is_available())
+    gpus = env.world_size > 1 and torch.cuda.is_available()  # then the processes meet through NCCL, on their GPUs
+    if gpus and env.local_rank >= torch.cuda.device_count():
+        raise DynVFXError(f"torchrun started more processes on this machine than it has GPUs "
+                          f"({torch.cuda.device_count()}); give --nproc-per-node at most that")
+    if gpus: torch.cuda.set_device(env.local_rank)  # this machine's GPU LOCAL_RANK (RANK counts every machine's)
+    if env.world_size > 1: join_process_group(cuda=gpus)
     for index, (name, config) in enumerate(configs.items()):
         if index % env.world_size != env.rank or _job_done(config): continue
         result = _run_job(config, env.rank, env.local_rank, progress)
         atomic_write_text(results_dir / f"{name}.json", json.dumps(result))
-    if env.world_size > 1: torch.distributed.barrier()
+    if env.world_size > 1: torch.distributed.barrier(device_ids=[env.local_rank] if gpus else None)
     summary = {}
     if env.rank == 0:
         for name, config in configs.items():
@@ -332,7 +338,9 @@ EXAMPLES = {
     "invert": "dynvfx invert --config user_config.yaml --set inversion.steps=250",
     "demo": "dynvfx demo\n  dynvfx demo --output outputs/my-demo --set sampling.seed=2",
     "batch": "dynvfx batch jobs/\n"
-             "  torchrun --nproc_per_node=8 --no-python dynvfx batch jobs/   # one process per GPU",
+             "  torchrun --nproc_per_node=8 --no-python dynvfx batch jobs/   # one process per GPU\n"
+             "  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint node0:29500 "
+             "--rdzv-id edits --no-python dynvfx batch /shared/jobs   # the same on 2 machines",
 }
 HELP = {"auto": "plan, segment, invert and edit, in one go",
         "generate": "plan the edit and segment the anchors, then stop for review",
