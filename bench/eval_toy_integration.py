@@ -26,11 +26,11 @@ Configurations (settings overrides over the default's): default; anchors_off (an
 and anchors_masked (anchors.mode "full", "masked"); window_wide (anchors.window=[479, 979]: the passes start at
 t = 899, so in effect [479, 899]); window_narrow ([759, 899]); one_pass (refinement.pass_timesteps=[899], read from
 the default run's first pass, which does not depend on the later ones; bench/eval_toy_dynvfx.py checked it against
-a real run: identical pixels). Two more, run apart as a test of an account of the table (`still_in_pan` only):
-default_pan_unsaid and anchors_off_pan_unsaid, the default and anchors_off with the target caption's camera clause
-("and the camera pans left") removed, so that the text no longer tells the model how the scene moves. Each with every
-sampling seed of `--seeds` (sampling.seed = 1000 + 10,000 * seed +
-case number). The source clip is inverted once per case.
+a real run: identical pixels). Three more, run apart as a test of an account of the table (`still_in_pan` only):
+default_pan_unsaid, anchors_off_pan_unsaid and anchors_full_pan_unsaid, those three with the target caption's
+camera clause ("and the camera pans left") removed, so that the text no longer tells the model how the scene
+moves. Each with every sampling seed of `--seeds` (sampling.seed = 1000 + 10,000 * seed + case number). The source
+clip is inverted once per case.
 
 Writes bench/results/toy_integration.json after every edit (bench.common.write_json) and resumes from it (finished
 (case, configuration, seed) triples are skipped). `--report` prints markdown tables: per kind, each metric per
@@ -39,8 +39,8 @@ configuration as its mean over the seeds with the per-seed means.
   nice -n 10 python -m bench.eval_toy_integration                      # 10 cases a kind, 7 configurations, 2 seeds
   nice -n 10 python -m bench.eval_toy_integration --count 4 --configurations default anchors_off --seeds 0
   python -m bench.eval_toy_integration --report                        # the tables from the JSON only
-  python -m bench.eval_toy_integration --kinds still_in_pan --configurations default_pan_unsaid \
-      anchors_off_pan_unsaid --out bench/results/toy_integration_pan_unsaid.json   # the account's test
+  python -m bench.eval_toy_integration --kinds still_in_pan --seeds 0 --configurations default_pan_unsaid \
+      anchors_off_pan_unsaid anchors_full_pan_unsaid --out bench/results/toy_integration_pan_unsaid.json  # the account
   python -m bench.eval_toy_integration --smoke                         # one case a kind, few steps, temporary folder
   # on a GPU machine: N processes, each its share of the cases in its own JSON, then merged into one
   python -m bench.eval_toy_integration --device cuda --threads 1 --shard 3/8 --out shards/part3.json
@@ -85,7 +85,8 @@ CONFIGURATIONS = {
     "anchors_masked": {"anchors.mode": "masked"}, "window_wide": {"anchors.window": [479, 979]},
     "window_narrow": {"anchors.window": [759, 899]}, "one_pass": {"refinement.pass_timesteps": [899]}}
 MAIN_CONFIGURATIONS = list(CONFIGURATIONS)  # the table's; the two below test an account of it (still_in_pan only)
-PAN_UNSAID = {"default_pan_unsaid": "default", "anchors_off_pan_unsaid": "anchors_off"}
+PAN_UNSAID = {"default_pan_unsaid": "default", "anchors_off_pan_unsaid": "anchors_off",
+              "anchors_full_pan_unsaid": "anchors_full"}
 CONFIGURATIONS.update({name: CONFIGURATIONS[base] for name, base in PAN_UNSAID.items()})
 SMOKE_CONFIGURATIONS = ["default", "anchors_off"]
 FRAMES, HEIGHT, WIDTH = TOY_CLIP["num_frames"], TOY_CLIP["height"], TOY_CLIP["width"]
