@@ -65,8 +65,7 @@ def start_processes(smoke: bool) -> tuple[int, int, torch.device]:
     cuda = not smoke
     if cuda and not torch.cuda.is_available(): raise SystemExit("no GPU here: run with --smoke to check the script")
     device = torch.device(f"cuda:{env.local_rank}") if cuda else torch.device("cpu")
-    if cuda: torch.cuda.set_device(device)
-    if env.world_size > 1: join_process_group(cuda)
+    if env.world_size > 1: join_process_group(device)  # alone, local rank 0's GPU is the current one already
     return env.rank, env.world_size, device
 
 

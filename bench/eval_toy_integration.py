@@ -228,11 +228,16 @@ def integration_cases(count: int, seed: int = CASE_SEED) -> list[dict]:
 
 # -- reading the clips ------------------------------------------------------------------------------------------------
 
+def colour_blobs(clip: torch.Tensor, colour: str) -> torch.Tensor:
+    "(F, H, W) the largest blob of the palette colour `colour` in each frame of a clip (F, 3, H, W)."
+    return largest_blobs(palette_index(clip.float().cpu()) == list(OBJECT_COLOURS).index(colour))
+
+
 def object_track(clip: torch.Tensor, colour: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-frame centre (F, 2) (x, y), whether seen (F,) and area (F,) of the largest blob of `colour` in a clip
     (F, 3, H, W), read as `detect_objects` reads them (it keeps only the summary)."""
     frames, _, height, width = clip.shape
-    blobs = largest_blobs(palette_index(clip.float().cpu()) == list(OBJECT_COLOURS).index(colour))   # (F, H, W)
+    blobs = colour_blobs(clip, colour)
     area = blobs.flatten(1).sum(-1).float()
     scale = min(height, width) / 64
     seen = (area >= 20 * scale ** 2) & (area <= 0.5 * height * width)

@@ -27,13 +27,15 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from bench.common import RESULTS_DIR, write_json
 from bench.eval_toy_dynvfx import SMOKE_OVERRIDES, load_model
-from bench.eval_toy_integration import MAIN_CONFIGURATIONS, KINDS, integration_cases, object_track, run_case
-from dynvfx.attention_viz import AttentionRecorder, show_correspondence, token_point
-from dynvfx.toy_world import OBJECT_COLOURS, TOY_CLIP, largest_blobs, palette_index, render_scenes
+from bench.eval_toy_integration import (KINDS, MAIN_CONFIGURATIONS, colour_blobs, integration_cases, object_track,
+                                       run_case)
+from dynvfx.attention_viz import AttentionRecorder, grid_frame_pixels, show_correspondence, token_point
+from dynvfx.toy_world import TOY_CLIP, render_scenes
 
 FIGURES = RESULTS_DIR / "figures"
 NUMBERS = RESULTS_DIR / "toy_integration_attention.json"
@@ -56,22 +58,16 @@ def frame_points(grid, frame: int) -> list[tuple[int, int, int]]:
 
 def new_object_points(case: dict, grid, pixels: torch.Tensor, frame: int) -> tuple[list[int], tuple[float, float]]:
     "Indices into `frame_points` of the tokens the result's new object covers in `frame`, and its centre (x, y)."
-    centres, seen, _ = object_track(pixels, case["new"].colour)
-    if not seen[frame]: return [], (float("nan"), float("nan"))
-    blob = palette_blob(pixels[frame], case["new"].colour)
+    centres, seen, _ = object_track(pixels[frame:frame + 1], case["new"].colour)
+    if not seen[0]: return [], (float("nan"), float("nan"))
+    blob = colour_blobs(pixels[frame:frame + 1], case["new"].colour)[0]
     tokens = {token_point(grid, frame, y + 0.5, x + 0.5)[1:] for y, x in blob.nonzero().tolist()}
-    return sorted(row * grid.grid_width + column for row, column in tokens), tuple(centres[frame].tolist())
-
-
-def palette_blob(frame_pixels: torch.Tensor, colour: str) -> torch.Tensor:
-    "(H, W) the largest blob of `colour` in one frame (3, H, W), as `object_track` reads it."
-    return largest_blobs((palette_index(frame_pixels[None].float().cpu()) == list(OBJECT_COLOURS).index(colour)))[0]
+    return sorted(row * grid.grid_width + column for row, column in tokens), tuple(centres[0].tolist())
 
 
 def expected_tokens(grid, frame: int, centre: tuple[float, float], truth: torch.Tensor) -> torch.Tensor:
     """(F_grid, gh, gw) True within one token of where the new object should be in each grid frame: its centre in
     `frame`, moved as the truth's new object moves from `frame` (with the pan for `still_in_pan`)."""
-    from dynvfx.attention_viz import grid_frame_pixels
     near = torch.zeros(grid.grid_frames, grid.grid_height, grid.grid_width, dtype=torch.bool)
     for grid_frame, pixels in enumerate(grid_frame_pixels(grid)):
         middle = pixels[len(pixels) // 2]
@@ -135,7 +131,7 @@ def main(argv=None) -> None:
                                 f"{points[shown]} on the source's anchors (mean over steps and layers)", fontsize=8)
                 figures.mkdir(parents=True, exist_ok=True)
                 figure.savefig(figures / f"toy_integration_{case['kind']}_{name}.png", dpi=80)
-                import matplotlib.pyplot as plt; plt.close(figure)
+                plt.close(figure)
             elif not covered: reading["note"] = f"the new object is not in frame {frame} of the result"
             entry["configurations"][name] = reading
             print(case["kind"], name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in reading.items()

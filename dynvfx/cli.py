@@ -310,8 +310,8 @@ def run_batch(jobs_dir: str | Path, output: str | Path | None = None, overrides:
     if gpus and env.local_rank >= torch.cuda.device_count():
         raise DynVFXError(f"torchrun started more processes on this machine than it has GPUs "
                           f"({torch.cuda.device_count()}); give --nproc-per-node at most that")
-    if gpus: torch.cuda.set_device(env.local_rank)  # this machine's GPU LOCAL_RANK (RANK counts every machine's)
-    if env.world_size > 1: join_process_group(cuda=gpus)
+    if env.world_size > 1:  # on this machine's GPU LOCAL_RANK (RANK counts every machine's)
+        join_process_group(torch.device("cuda", env.local_rank) if gpus else torch.device("cpu"))
     for index, (name, config) in enumerate(configs.items()):
         if index % env.world_size != env.rank or _job_done(config): continue
         result = _run_job(config, env.rank, env.local_rank, progress)

@@ -56,9 +56,11 @@ def rank_settings(config: DynVFXConfig, local_rank: int) -> DynVFXConfig:
         return apply_overrides(config, {"model.device": f"cuda:{local_rank}"}, source="torchrun")
     return config
 
-def join_process_group(cuda: bool) -> None:
-    "Join torchrun's process group, once: NCCL between GPUs, gloo on the CPU."
-    if not dist.is_initialized(): dist.init_process_group("nccl" if cuda else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
+def join_process_group(device: torch.device) -> None:
+    "Join torchrun's process group, once, from this process's device: NCCL on its GPU (made current), else gloo."
+    if device.type == "cuda": torch.cuda.set_device(device)
+    if dist.is_initialized(): return
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
 
 # %% ../nbs/16_parallel.ipynb #0ce20b95
 @dataclass
@@ -80,8 +82,7 @@ def start_branch_split(config: DynVFXConfig,
                           "'dynvfx batch'")
     config = rank_settings(config, env.local_rank)
     device = resolve_device(config.model.device)
-    if device.type == "cuda": torch.cuda.set_device(device)
-    join_process_group(cuda=device.type == "cuda")
+    join_process_group(device)
     return config, BranchSplit(env.rank, device)
 
 # %% ../nbs/16_parallel.ipynb #7181b30b
@@ -367,8 +368,7 @@ def start_context_parallel(config: DynVFXConfig, environ: Mapping[str, str] | No
                           f"{env.world_size}; run it with --nproc-per-node {wanted}")
     config = rank_settings(config, env.local_rank)
     device = resolve_device(config.model.device)
-    if device.type == "cuda": torch.cuda.set_device(device)
-    join_process_group(cuda=device.type == "cuda")
+    join_process_group(device)
     return config, ContextParallelRun(env.rank, env.world_size, device)
 
 # %% ../nbs/16_parallel.ipynb #c9a0000a
