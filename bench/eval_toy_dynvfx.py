@@ -31,7 +31,8 @@ frames of the first scenes, for the notebook's figure). Prints a markdown table.
   nice -n 10 python -m bench.eval_toy_dynvfx     # 50 scenes default, ablations on the first 20
   python -m bench.eval_toy_dynvfx --report       # the table from the JSON only
   python -m bench.eval_toy_dynvfx --smoke        # one scene, few steps, into a temporary folder
-  python -m bench.eval_toy_dynvfx --model runs/toy_wan/toy_wan --out bench/results/toy_wan_dynvfx.json  # a toy Wan
+  python -m bench.eval_toy_dynvfx --model toy_wan --out bench/results/toy_wan_dynvfx.json --examples \
+      bench/results/toy_wan_dynvfx_examples.npz --count 20 --ablation-count 10     # the toy Wan (data/toy_wan)
 """
 from __future__ import annotations
 
@@ -129,9 +130,10 @@ def inversion_top(backbone, configs) -> int:
 
 
 def load_model(name: str, device: str = "cpu"):
-    "The backbone to evaluate: the committed toy model ('toy'), or a saved diffusers folder (a toy Wan, say)."
+    "The backbone to evaluate: a committed toy model ('toy': CogVideoX's, 'toy_wan': Wan's), or a saved folder."
     from dynvfx.toy_world import load_toy_model
-    if name == "toy": return load_toy_model(device=device)
+    families = {"toy": "cogvideox", "toy_wan": "wan"}
+    if name in families: return load_toy_model(device=device, family=families[name])
     from dynvfx.backbone import load_backbone
     from dynvfx.config import ModelSettings
     return load_backbone(ModelSettings(model_id=name, dtype="float32", device=device))
@@ -404,7 +406,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--examples", type=Path, default=EXAMPLES)
     parser.add_argument("--threads", type=int, default=2,
                         help="at most this many torch threads (fewer while other processes hold cores)")
-    parser.add_argument("--model", default="toy", help="'toy' (data/toy_model) or a saved model folder (a toy Wan)")
+    parser.add_argument("--model", default="toy",
+                        help="'toy' (data/toy_model), 'toy_wan' (data/toy_wan) or a saved model folder")
     parser.add_argument("--report", action="store_true", help="print the table from the JSON, run nothing")
     parser.add_argument("--smoke", action="store_true",
                         help="check the script: one scene, few steps (SMOKE_OVERRIDES), results in a temporary "
@@ -426,7 +429,8 @@ def smoke_setup(args: argparse.Namespace) -> tuple[dict, Path | None]:
 
 def run_settings(args: argparse.Namespace, overrides: dict) -> dict:
     "What the JSON's `settings` records."
-    return dict(scene_seed=SCENE_SEED, anchor_tolerance=ANCHOR_TOLERANCE, new_object_tolerance=NEW_OBJECT_TOLERANCE,
+    return dict(model=args.model, scene_seed=SCENE_SEED, anchor_tolerance=ANCHOR_TOLERANCE,
+                new_object_tolerance=NEW_OBJECT_TOLERANCE,
                 dilation_pixels=DILATION_PIXELS, overrides=SETTINGS, configurations=CONFIGURATIONS,
                 deviations=DEVIATIONS, torch=torch.__version__, threads=args.threads,
                 **({"smoke_overrides": overrides} if overrides else {}))
@@ -459,7 +463,10 @@ def main(argv=None) -> None:
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     torch.set_num_threads(args.threads)
     backbone = load_model(args.model)
-    data.setdefault("settings", run_settings(args, overrides))
+    settings = data.setdefault("settings", run_settings(args, overrides))
+    if settings.setdefault("model", args.model) != args.model:     # (results from before it was recorded: this one)
+        raise SystemExit(f"{args.out}: its results are of the model {settings['model']!r}, not {args.model!r}; "
+                         "choose another --out")
     data.setdefault("scenes", {})
     writer = ResultWriter(data, args.out, args.examples, time.perf_counter())
     run_plan(backbone, args, writer, overrides)

@@ -19,10 +19,10 @@ Then the EMA and the raw weights are validated on held-out validation captions (
 kept; the sampling flow shift of the saved `UniPCMultistepScheduler` (flow prediction, flow sigmas) is chosen among
 `--shift-candidates` on the same captions (3.0, Wan 2.1's, unless another scores strictly higher). The pipeline is
 saved in float16 to OUT/toy_wan (its size checked against `--max-megabytes`, 30), loaded back through
-`dynvfx.backbone.load_backbone` and evaluated as the CogVideoX toy is (`dynvfx.toy_world.caption_adherence` on clips
-sampled from 100 held-out captions by `dynvfx.backbone.sample_latents`: the backbone's scheduler, guidance 6 and 3,
-50 steps; VAE PSNR on 100 held-out clips); the numbers go to OUT/train_log.json and to OUT/toy_wan/README.md (the model
-card, beside the CogVideoX toy's numbers read from data/toy_model/training/stage4_train_log.json).
+`dynvfx.backbone.load_backbone` and evaluated as the CogVideoX toy is (`dynvfx.toy_world.evaluate_toy_model`:
+caption adherence of clips sampled from 100 held-out captions by `generate_clips`: the backbone's scheduler, guidance
+6 and 3, 50 steps; VAE PSNR on 100 held-out clips); the numbers go to OUT/train_log.json and to OUT/toy_wan/README.md
+(the model card, beside the CogVideoX toy's numbers read from data/toy_model/training/stage4_train_log.json).
 
     # one H200: about 14 minutes in all (VAE 210 s, transformer until 175 s before the deadline, then validation,
     # saving and evaluation); --deadline 840 guards the 15 minutes (seconds from the start, evaluation included)
@@ -32,10 +32,22 @@ card, beside the CogVideoX toy's numbers read from data/toy_model/training/stage
     python -m bench.train_toy_wan --out runs/toy_wan --evaluate-only   # evaluate OUT/toy_wan again
     python -m bench.train_toy_wan --out runs/tw2 --resume runs/toy_wan/toy_wan --vae-seconds 0 --fresh-transformer
 
-The full size (`TOY_WAN`): VAE base 32 channels, multipliers 1/2/2/2, 2 residual blocks, 32 latent channels
-(5 latent frames of 8x8 for a clip: 80 video tokens with patch (1, 2, 2)); transformer 8 blocks of 4 heads of 64,
-feed-forward 1024, frequency dimension 256; UMT5 text encoder of 3 layers, width 128, over dynvfx's word tokenizer
-(`tiny_tokenizer(TOY_WORDS)`, 32 tokens). About 14.7 M parameters: 29.4 MB in float16.
+The full size (`TOY_WAN`): VAE base 32 channels, multipliers 1/2/2, 2 residual blocks, 16 latent channels, 4x
+spatial and 4x temporal compression (5 latent frames of 16x16 for a clip: 320 video tokens with patch (1, 2, 2), as
+the CogVideoX toy has); transformer 8 blocks of 4 heads of 64, feed-forward 1024, frequency dimension 256; UMT5 text
+encoder of 3 layers, width 128, over dynvfx's word tokenizer (`tiny_tokenizer(TOY_WORDS)`, 32 tokens). About 13.4 M
+parameters: 26.9 MB in float16. Wan 2.1's own VAE compresses 8x in space; the toy's, like the CogVideoX toy's VAE,
+compresses 4x, because at 8x (8x8 latents of 32 channels for a 64x64 clip) its VAE stayed at 14-15 dB on training
+clips after 300 steps whatever the learning rate, precision or output clamp (one H200, 2026-12-01), where the 4x
+one reached 21.7 dB in 569 steps. The pipeline reads the factor from the VAE's config (`scale_factor_spatial`).
+
+How the shipped numbers were made (one H200, 2026-12-01; 562 + 265 s = 13.8 minutes of training):
+
+    python -m bench.train_toy_wan --out tw --compile --cudnn-benchmark --deadline 545 --vae-seconds 190 \
+        --eval-reserve 70 --shift-candidates 3 --no-evaluation
+    python -m bench.train_toy_wan --out tw2 --resume tw/toy_wan --vae-seconds 0 --compile --cudnn-benchmark \
+        --deadline 265 --eval-reserve 72 --shift-candidates 3 --no-evaluation
+    python -m bench.train_toy_wan --out tw2 --evaluate-only --deadline 1000000      # on the CPU
 """
 from __future__ import annotations
 
@@ -52,21 +64,23 @@ from bench.common import write_json
 from bench.train_toy_model import (STARTED, LatentBank, add_shared_options, adherence_score, compile_blocks,
                                    folder_megabytes, keep_history, learning_rate, log, optimizer_step, save_pipeline,
                                    start_log, swap, train_vae, transformer_optimizer)
-from dynvfx.backbone import load_backbone, sample_latents
+from dynvfx.backbone import load_backbone
 from dynvfx.config import ModelSettings
 from dynvfx.core import atomic_write, atomic_write_text
 from dynvfx.toy_world import (EVAL_SEED, TOY_CLIP, TOY_TEXT_LENGTH, TOY_WORDS, VAE_EVAL_SEED, VALIDATION_SEED,
-                              caption_adherence, clip_psnr, render_scenes, sample_scenes, scene_captions,
+                              encode_clips, evaluate_toy_model, render_scenes, sample_scenes, scene_captions,
                               toy_model_path)
 from dynvfx.wan import WAN_SCHEDULER, WanBackbone, tiny_wan
 
 # the toy Wan's sizes (`tiny_wan`'s arguments and the VAE's); SMOKE_* check the script on a CPU in seconds
-TOY_WAN = dict(num_layers=8, heads=4, head_dim=64, ffn_dim=1024, freq_dim=256, latent_channels=32, text_dim=128,
+TOY_WAN = dict(num_layers=8, heads=4, head_dim=64, ffn_dim=1024, freq_dim=256, latent_channels=16, text_dim=128,
                text_layers=3, text_heads=4, text_head_dim=32, text_ff=512, text_buckets=16)
-TOY_WAN_VAE = dict(base_dim=32, dim_mult=[1, 2, 2, 2], num_res_blocks=2)
+TOY_WAN_VAE = dict(base_dim=32, dim_mult=[1, 2, 2], num_res_blocks=2, temperal_downsample=[True, True],
+                   scale_factor_spatial=4)
 SMOKE_WAN = dict(num_layers=2, heads=2, head_dim=16, ffn_dim=64, freq_dim=32, latent_channels=8, text_dim=32,
                  text_layers=1, text_heads=2, text_head_dim=16, text_ff=64, text_buckets=8)
-SMOKE_WAN_VAE = dict(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+SMOKE_WAN_VAE = dict(base_dim=8, dim_mult=[1, 1, 1], num_res_blocks=1, temperal_downsample=[True, True],
+                     scale_factor_spatial=4)
 COGVIDEOX_TOY_LOG = "stage4_train_log.json"   # the shipped CogVideoX toy's training log, in data/toy_model/training
 
 
@@ -147,7 +161,7 @@ def toy_wan(seed: int = 0, smoke: bool = False, flow_shift: float = WAN_SCHEDULE
     channels = sizes["latent_channels"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKLWan(z_dim=channels, temperal_downsample=[False, True, True], latents_mean=[0.0] * channels,
+        vae = AutoencoderKLWan(z_dim=channels, latents_mean=[0.0] * channels,
                                latents_std=[1.0] * channels, **vae_sizes)
         with torch.no_grad(): vae.quant_conv.bias[channels:] += initial_logvar
     pipe.register_modules(vae=vae.eval())
@@ -179,12 +193,6 @@ def starting_pipeline(args: argparse.Namespace, device: torch.device, log_data: 
 
 # -- phase 1: the VAE -------------------------------------------------------------------------------------------------
 
-def latent_statistics(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "The VAE config's per-channel latents mean and std, shaped (1, C, 1, 1, 1) like `like` (B, C, F, h, w)."
-    return (torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(like.device, like.dtype),
-            torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(like.device, like.dtype))
-
-
 @torch.no_grad()
 def set_latent_statistics(pipe, device: torch.device, count: int, seed: int) -> tuple[list, list]:
     "Set the VAE's latents_mean / latents_std per channel from the latents (posterior mode) of `count` training clips."
@@ -197,29 +205,6 @@ def set_latent_statistics(pipe, device: torch.device, count: int, seed: int) -> 
     mean, std = latents.mean(1).tolist(), latents.std(1).clamp(min=1e-4).tolist()
     pipe.vae.register_to_config(latents_mean=mean, latents_std=std)
     return mean, std
-
-
-@torch.no_grad()
-def encode_wan_clips(backbone: WanBackbone, pixels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    "Clips (B, F, 3, H, W) in [0, 1] -> normalised latents (B, F_lat, C, h, w), as `encode_video` does for one."
-    vae, latents = backbone.vae, []
-    for chunk in pixels.split(batch_size):
-        raw = vae.encode((chunk * 2 - 1).permute(0, 2, 1, 3, 4).to(backbone.device, vae.dtype)).latent_dist.mode()
-        mean, std = latent_statistics(vae, raw)
-        latents.append(((raw - mean) / std).permute(0, 2, 1, 3, 4).to(backbone.dtype))
-    return torch.cat(latents)
-
-
-@torch.no_grad()
-def decode_wan_clips(backbone: WanBackbone, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    "Normalised latents (B, F_lat, C, h, w) -> clips (B, F, 3, H, W) in [0, 1] (float32, on the CPU)."
-    vae, clips = backbone.vae, []
-    for chunk in latents.split(batch_size):
-        chunk = chunk.permute(0, 2, 1, 3, 4).to(backbone.device, vae.dtype)
-        mean, std = latent_statistics(vae, chunk)
-        frames = vae.decode(chunk * std + mean).sample                          # (B, 3, F, H, W) in [-1, 1]
-        clips.append(((frames.permute(0, 2, 1, 3, 4).float() + 1) / 2).clamp(0, 1).cpu())
-    return torch.cat(clips)
 
 
 def vae_phase(pipe, args: argparse.Namespace, device: torch.device, log_data: dict) -> None:
@@ -252,7 +237,7 @@ class WanLatentBank(LatentBank):
             scenes = sample_scenes(n, seed=2_000_000 * (self.seed + 1) + self.drawn, split="train", **TOY_CLIP)
             self.drawn += 1
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                latents = encode_wan_clips(self.backbone, render_scenes(scenes, self.device).pixels, 128).float()
+                latents = encode_clips(self.backbone, render_scenes(scenes, self.device).pixels, 128).float()
             index = (self.cursor + torch.arange(n, device=self.device)) % self.size
             self.latents[index], self.tokens[index] = latents, self.tokenize(scene_captions(scenes))
             self.cursor = (self.cursor + n) % self.size
@@ -294,7 +279,7 @@ def check_conventions(pipe, bank: WanLatentBank, device: torch.device) -> dict:
     backbone = WanBackbone(pipe, device=device)
     scenes = sample_scenes(1, seed=5, split="train", **TOY_CLIP)
     pixels, caption = render_scenes(scenes, device).pixels, scene_captions(scenes)[0]
-    latents = (encode_wan_clips(backbone, pixels)[0] - backbone.encode_video(pixels[0])[0]).abs().max().item()
+    latents = (encode_clips(backbone, pixels)[0] - backbone.encode_video(pixels[0])[0]).abs().max().item()
     ours = text_embeddings(pipe.text_encoder, bank.tokenize([caption, ""]), pipe.tokenizer.pad_token_id)
     text = (ours - backbone.encode_prompt([caption, ""])).abs().max().item()
     return dict(latents_max_difference=latents, text_max_difference=text)
@@ -343,37 +328,11 @@ def train_wan_transformer(pipe, args: argparse.Namespace, device: torch.device, 
 
 # -- evaluation -------------------------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def generate_wan_clips(backbone: WanBackbone, captions: list[str], seed: int, steps: int,
-                       guidance_scale: float) -> torch.Tensor:
-    """Clips (B, F, 3, H, W) in [0, 1], caption i sampled by `dynvfx.backbone.sample_latents` (the backbone's
-    scheduler, guidance against the empty prompt) from the noise of seed + i, the noise `generate_clips` draws."""
-    grid = backbone.token_grid(**TOY_CLIP)
-    latents = [sample_latents(backbone, caption, grid, steps=steps, guidance_scale=guidance_scale,
-                              generator=torch.Generator().manual_seed(seed + i), progress=False)
-               for i, caption in enumerate(captions)]
-    return decode_wan_clips(backbone, torch.cat(latents))
-
-
-@torch.no_grad()
-def wan_vae_psnr(backbone: WanBackbone, count: int, seed: int = VAE_EVAL_SEED) -> float:
-    "Mean PSNR (dB) of the VAE's reconstructions of `count` held-out clips (as `toy_world.vae_psnr`)."
-    pixels = render_scenes(sample_scenes(count, seed, split="heldout", **TOY_CLIP)).pixels
-    return clip_psnr(pixels, decode_wan_clips(backbone, encode_wan_clips(backbone, pixels))).mean().item()
-
-
 def evaluate_toy_wan(backbone: WanBackbone, count: int, seed: int = EVAL_SEED, steps: int = 50,
                      guidance_scale: float = 6.0, vae_count: int | None = None) -> dict:
-    "`toy_world.evaluate_toy_model` for a Wan backbone: VAE PSNR and caption adherence on `count` held-out captions."
-    started = time.perf_counter()
-    scenes = sample_scenes(count, seed, split="heldout", **TOY_CLIP)
-    clips = generate_wan_clips(backbone, scene_captions(scenes), seed, steps, guidance_scale)
-    adherence = caption_adherence(clips, scenes)
-    return dict(captions=count, seed=seed, steps=steps, guidance_scale=guidance_scale,
-                flow_shift=backbone.scheduler.config.flow_shift, device=str(backbone.device),
-                vae_psnr_db=wan_vae_psnr(backbone, vae_count or count), all_objects=adherence["all_objects"],
-                single_object_captions=adherence["single_object_captions"], seconds=time.perf_counter() - started,
-                records=adherence["records"])
+    "`toy_world.evaluate_toy_model` (the CogVideoX toy's measure, batches of 16 captions), with the flow shift used."
+    return dict(evaluate_toy_model(backbone, count, seed, steps, guidance_scale, vae_count=vae_count, progress=False),
+                flow_shift=backbone.scheduler.config.flow_shift)
 
 
 def time_left(args: argparse.Namespace) -> float:
@@ -500,7 +459,8 @@ float16 ({log_data['megabytes']:.1f} MB): load it with
 | --- | --- | --- |
 | VAE | `AutoencoderKLWan`, base {vae_sizes['base_dim']} channels, multipliers {vae_sizes['dim_mult']}, \
 {vae_sizes['num_res_blocks']} residual blocks, {sizes['latent_channels']} latent channels normalised per channel \
-(`latents_mean` / `latents_std` from {a['statistics_clips']} training clips), 8x spatial, 4x temporal compression | \
+(`latents_mean` / `latents_std` from {a['statistics_clips']} training clips), \
+{vae_sizes['scale_factor_spatial']}x spatial, 4x temporal compression | \
 {counts['vae'] / 1e6:.2f} M |
 | transformer | `WanTransformer3DModel`, {sizes['num_layers']} blocks, {sizes['heads']} heads of {sizes['head_dim']}, \
 feed-forward {sizes['ffn_dim']}, patch (1, 2, 2), frequency dimension {sizes['freq_dim']} | \
@@ -530,7 +490,7 @@ warm-up steps, cosine decay; EMA {a['ema']}. Final loss {log_data['transformer_h
 
 As the CogVideoX toy's (`dynvfx.toy_world.caption_adherence` and its detectors), on the saved weights loaded back
 through `load_backbone` ({e['device']}, float32): {e['captions']} held-out captions (seed {e['seed']}), each clip
-sampled by `dynvfx.backbone.sample_latents` with the model's scheduler ({e['steps']} steps, flow shift \
+sampled by `dynvfx.toy_world.generate_clips` with the model's scheduler ({e['steps']} steps, flow shift \
 {e['flow_shift']:g}), classifier-free guidance {e['guidance_scale']:g} against the empty prompt; VAE PSNR on \
 {e['captions']} held-out clips (seed {VAE_EVAL_SEED}).
 
@@ -539,8 +499,8 @@ sampled by `dynvfx.backbone.sample_latents` with the model's scheduler ({e['step
 {chr(10).join(rows)}
 
 {sizes_line} Targets of the CogVideoX toy (issue 11): VAE 32 dB, colour 90%, shape 70%, motion 70%. Full curves,
-arguments and per-object records: `train_log.json` beside this folder. The toy DynVFX table
-(`bench/eval_toy_dynvfx.py`) is measured on the CogVideoX toy only (see data/toy_model/README.md).
+arguments and per-object records: `train_log.json` beside this folder. DynVFX on a toy Wan is measured as on the
+CogVideoX toy by `python -m bench.eval_toy_dynvfx --model <this folder>`.
 """
 
 

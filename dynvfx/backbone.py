@@ -25,9 +25,9 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
 # %% auto #0
 __all__ = ['DTYPES', 'BACKBONE_FAMILIES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER',
            'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'pixels_to_video', 'video_to_pixels',
-           'latents_to_vae_layout', 'backbone_class', 'load_pipeline', 'check_fp8_support', 'transformer_blocks',
-           'quantize_blocks_fp8', 'offload_in_groups', 'configure_pipeline', 'load_backbone', 'tiny_tokenizer',
-           'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
+           'latents_to_vae_layout', 'latent_statistics', 'backbone_class', 'load_pipeline', 'check_fp8_support',
+           'transformer_blocks', 'quantize_blocks_fp8', 'offload_in_groups', 'configure_pipeline', 'load_backbone',
+           'tiny_tokenizer', 'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -172,6 +172,13 @@ def latents_to_vae_layout(latents: torch.Tensor) -> torch.Tensor:
     if latents.ndim != 5 or latents.shape[0] != 1:
         raise ValueError(f"expected latents (1, F_lat, C, h, w), got {tuple(latents.shape)}")
     return latents.permute(0, 2, 1, 3, 4)
+
+def latent_statistics(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE config's per-channel latents mean and std, shaped (1, C, 1, 1, 1) like `like` (1, C, F_lat, h, w):
+    Wan normalises each latent channel with them; CogVideoX scales every channel by one `scaling_factor`."""
+    shape = (1, int(vae.config.z_dim), 1, 1, 1)
+    return (torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype),
+            torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype))
 
 # %% ../nbs/03_backbone.ipynb #d3509337
 @patch

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import openai
@@ -135,26 +135,32 @@ def _load_models(config: DynVFXConfig, need_backbone: bool,
     else: device, dtype = resolve_device(config.model.device), DTYPES[config.model.dtype]
     return backbone, make_segmenter(config.segmentation, device=device, dtype=dtype) if need_segmenter else None
 
+def _serve_branch(command: str, config: DynVFXConfig, split: BranchSplit,
+                  context: ContextParallelRun | None) -> None:
+    "Process 1 of a branch split: its model (its forwards split over its context group, if any) serves the branch."
+    if command not in ("auto", "execute"):
+        split.receive()  # no edit to share: wait for process 0 to finish
+        return
+    backbone = _load_models(config, True, False)[0]
+    if context is not None: context.wrap(backbone, config.model.attention_backend)
+    BranchSplitPipeline(backbone, None, config, split).serve()
+
 def run_command(command: str, config: DynVFXConfig, redo: Sequence[str] = (), progress: bool = True,
                 client: openai.OpenAI | None = None) -> dict | None:
-    "Run `auto`, `generate`, `execute` or `invert`; the summary (None in process 1 of a branch split)."
+    "Run `auto`, `generate`, `execute` or `invert`; the summary (None in the helper processes of a split edit)."
     config, split = start_branch_split(config)
-    if split is None:
-        config, context = start_context_parallel(config)
-        if context is None: return _run_command(command, config, redo, progress, client)
-        failed = True
-        try:  # process 0 runs the command, its forwards split over every process; the others serve and write nothing
-            summary = (_run_command(command, config, redo, progress, client, context=context) if context.rank == 0
-                       else context.serve_edit(config))
+    config, context = start_context_parallel(config)
+    if split is None and context is None: return _run_command(command, config, redo, progress, client)
+    failed = True
+    with split or nullcontext():  # the pair's messages end after the context group's
+        try:  # process 0 runs the command; the others serve a branch or their share of forwards, and write nothing
+            if context is not None and context.rank > 0: summary = context.serve_edit(config)
+            elif split is not None and split.rank == 1: summary = _serve_branch(command, config, split, context)
+            else: summary = _run_command(command, config, redo, progress, client, split, context)
             failed = False
             return summary
-        finally: context.close(failed)
-    with split:
-        if split.rank == 0: return _run_command(command, config, redo, progress, client, split)
-        if command in ("auto", "execute"):
-            BranchSplitPipeline(_load_models(config, True, False)[0], None, config, split).serve()
-        else: split.receive()  # no edit to share: wait for process 0 to finish
-    return None
+        finally:
+            if context is not None: context.close(failed, leave=split is None)
 
 # %% ../nbs/17_cli.ipynb #4c2e8d31
 @contextmanager

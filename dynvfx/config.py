@@ -48,7 +48,8 @@ class ModelSettings(Section):
     branch_parallel: bool = False         # under torchrun with 2 processes: one GPU runs the conditional (and
                                           # source) branch, the other the unconditional one (16_parallel)
     context_parallel: int = Field(1, ge=1)  # under torchrun with this many processes: every forward's video
-                                          # tokens split among them (16_parallel; CogVideoX)
+                                          # tokens split among them (16_parallel; CogVideoX); with
+                                          # branch_parallel, 2x this many: each branch over its own group
 
 class VideoSettings(Section):
     "How the source clip is brought to the model's frame count and size."

@@ -26,11 +26,11 @@ from .pipeline import DynVFXPipeline, RunLog
 from .segmentation import Segmenter
 
 # %% auto #0
-__all__ = ['PROCESS_GROUP_TIMEOUT', 'TorchrunEnv', 'torchrun_env', 'rank_settings', 'join_process_group', 'BranchSplit',
-           'start_branch_split', 'PassOrder', 'BranchSplitPipeline', 'VideoTokenShares', 'tokens_to_heads',
-           'heads_to_tokens', 'gather_heads', 'ContextParallelAnchorProcessor', 'shard_video_tokens',
-           'install_context_parallel_processors', 'context_parallel', 'ContextParallelRun', 'start_context_parallel',
-           'ContextParallelCogVideoX']
+__all__ = ['PROCESS_GROUP_TIMEOUT', 'TorchrunEnv', 'torchrun_env', 'rank_settings', 'join_process_group', 'ProcessLayout',
+           'process_layout', 'BranchSplit', 'start_branch_split', 'PassOrder', 'BranchSplitPipeline',
+           'VideoTokenShares', 'tokens_to_heads', 'heads_to_tokens', 'gather_heads', 'ContextParallelAnchorProcessor',
+           'shard_video_tokens', 'install_context_parallel_processors', 'context_parallel', 'ContextParallelRun',
+           'start_context_parallel', 'ContextParallelCogVideoX']
 
 # %% ../nbs/16_parallel.ipynb #f582a21c
 @dataclass(frozen=True)
@@ -62,28 +62,64 @@ def join_process_group(device: torch.device) -> None:
     if dist.is_initialized(): return
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
 
+# %% ../nbs/16_parallel.ipynb #c9a10002
+@dataclass(frozen=True)
+class ProcessLayout:
+    "Which processes of a `torchrun` work together on one edit (global ranks), and this process's place among them."
+    groups: tuple[tuple[int, ...], ...]  # the context groups, branch 0's first: each splits its branch's forwards
+    pair: tuple[int, ...]                # the groups' leaders, which trade the branch split's messages (or none)
+    branch: int                          # this process's group: 0 conditional + source branches, 1 unconditional
+    group_rank: int                      # its place in its group: 0 leads it
+
+    @property
+    def group(self) -> tuple[int, ...]: return self.groups[self.branch]  # this process's group
+
+    @property
+    def leader(self) -> int: return self.group[0]  # the global rank of its group's leader
+
+def process_layout(rank: int, world_size: int, context_parallel: int = 1,
+                   branch_parallel: bool = False) -> ProcessLayout:
+    "The groups of `world_size` processes (2 branches of `context_parallel`, or 1), and process `rank`'s place."
+    share, branches = context_parallel, 2 if branch_parallel else 1
+    if world_size != branches * share:
+        if not branch_parallel:
+            raise DynVFXError(f"model.context_parallel: {share} processes asked for, but torchrun started "
+                              f"{world_size}; run it with --nproc-per-node {share}")
+        if share == 1:
+            raise DynVFXError(f"model.branch_parallel: one edit is split over 2 processes, but torchrun started "
+                              f"{world_size}; use --nproc-per-node 2, or spread many edits over more GPUs with "
+                              "'dynvfx batch'")
+        raise DynVFXError(f"model.branch_parallel with model.context_parallel: 2 branches of {share} processes, but "
+                          f"torchrun started {world_size}; run it with --nproc-per-node {2 * share}")
+    groups = tuple(tuple(range(b * share, (b + 1) * share)) for b in range(branches))
+    return ProcessLayout(groups, tuple(g[0] for g in groups) if branch_parallel else (), rank // share, rank % share)
+
+def _group_of(ranks: Sequence[int]) -> Any:
+    "The process group of `ranks`, made by every process in the same order: None (the default group) for all."
+    return None if len(ranks) == dist.get_world_size() else dist.new_group(list(ranks))
+
 # %% ../nbs/16_parallel.ipynb #0ce20b95
 @dataclass
 class BranchSplit:
-    "The two processes of one edit: process 0 runs the conditional (and source) branch, process 1 the unconditional."
-    rank: int                      # 0 or 1
+    "The two branches of one edit: process 0 runs the conditional (and source) branch, process 1 the unconditional."
+    rank: int                      # 0 or 1: its branch (led by global rank 0, or N with model.context_parallel: N)
     device: torch.device           # this process's device (messages go through it)
+    group: Any = None              # the pair of leaders (None: the default group, when they are every process)
     busy: bool = False             # a pass is running: its exchanges must finish before any other message
     send_latents: bool = False     # this pass, process 0 sends its latents after each step (it has a step callback)
 
 def start_branch_split(config: DynVFXConfig,
                        environ: Mapping[str, str] | None = None) -> tuple[DynVFXConfig, BranchSplit | None]:
-    "This process's settings, and its part of the edit when `model.branch_parallel` splits it in 2 (else None)."
+    """This process's settings, and its part of the edit when `model.branch_parallel` splits it in 2 (else None,
+    also in the processes that only serve a branch's forwards under `model.context_parallel`)."""
     env = torchrun_env(environ)
     if not config.model.branch_parallel or env.world_size == 1: return config, None
-    if env.world_size != 2:
-        raise DynVFXError(f"model.branch_parallel: one edit is split over 2 processes, but torchrun started "
-                          f"{env.world_size}; use --nproc-per-node 2, or spread many edits over more GPUs with "
-                          "'dynvfx batch'")
+    layout = process_layout(env.rank, env.world_size, config.model.context_parallel, branch_parallel=True)
     config = rank_settings(config, env.local_rank)
     device = resolve_device(config.model.device)
     join_process_group(device)
-    return config, BranchSplit(env.rank, device)
+    pair = _group_of(layout.pair)  # made by every process
+    return config, None if layout.group_rank else BranchSplit(layout.branch, device, pair)
 
 # %% ../nbs/16_parallel.ipynb #7181b30b
 @dataclass
@@ -99,13 +135,13 @@ class PassOrder:
 @patch
 def send(self: BranchSplit, order: PassOrder | None) -> None:
     "Process 0: tell process 1 the next pass (None: the edit is over)."
-    dist.broadcast_object_list([order], src=0, device=self.device)
+    dist.broadcast_object_list([order], src=0, group=self.group, device=self.device)
 
 @patch
 def receive(self: BranchSplit) -> PassOrder | None:
     "Process 1: wait for process 0's next pass (None: the edit is over)."
     box = [None]
-    dist.broadcast_object_list(box, src=0, device=self.device)
+    dist.broadcast_object_list(box, src=0, group=self.group, device=self.device)
     return box[0]
 
 # %% ../nbs/16_parallel.ipynb #5afd00fd
@@ -113,7 +149,7 @@ def receive(self: BranchSplit) -> PassOrder | None:
 def exchange(self: BranchSplit, velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "This process's branch velocity (1, F_lat, C, h, w) in; (conditional, unconditional) out, in both processes."
     gathered = [torch.empty_like(velocity) for _ in range(2)]
-    dist.all_gather(gathered, velocity.contiguous())
+    dist.all_gather(gathered, velocity.contiguous(), group=self.group)
     return gathered[0], gathered[1]
 
 # %% ../nbs/16_parallel.ipynb #b28caa41
@@ -121,10 +157,10 @@ def exchange(self: BranchSplit, velocity: torch.Tensor) -> tuple[torch.Tensor, t
 def share_latents(self: BranchSplit, latents: torch.Tensor, replaced: bool = True) -> torch.Tensor:
     "Process 0's latents (1, F_lat, C, h, w) in both processes, sent only when process 0's callback `replaced` them."
     flag = torch.tensor([int(replaced)], device=self.device)
-    dist.broadcast(flag, src=0)
+    dist.broadcast(flag, src=0, group=self.group)
     if not flag.item(): return latents
     shared = latents.to(self.device, torch.float32).contiguous()
-    dist.broadcast(shared, src=0)
+    dist.broadcast(shared, src=0, group=self.group)
     return shared
 
 # %% ../nbs/16_parallel.ipynb #58c88fb6
@@ -136,7 +172,7 @@ def __exit__(self: BranchSplit, error_type, error, traceback) -> None:
     "Process 0 says the edit is over, both wait for each other, then leave (no messages after a broken-off pass)."
     if not self.busy and (self.rank == 0 or error_type is None):
         if self.rank == 0: self.send(None)
-        dist.barrier()
+        dist.barrier(group=self.group)
     dist.destroy_process_group()
 
 # %% ../nbs/16_parallel.ipynb #616dd829
@@ -209,40 +245,42 @@ def serve(self: BranchSplitPipeline) -> None:
 # %% ../nbs/16_parallel.ipynb #c9a00002
 @dataclass
 class VideoTokenShares:
-    "How many video tokens each process holds in the forward under way, in rank order (set once per forward)."
+    "How many video tokens each process of a group holds in the forward under way, in rank order (set per forward)."
     counts: list[int] = field(default_factory=list)
+    group: Any = None  # the processes that share them (None: the default group, every process)
 
     def count(self, transformer: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         "A forward pre-hook: the shares of this call's video tokens, split as diffusers splits them (`tensor_split`)."
         latents, config = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0], transformer.config
         frames, height, width = latents.shape[1] // (config.patch_size_t or 1), latents.shape[-2], latents.shape[-1]
         tokens = frames * (height // config.patch_size) * (width // config.patch_size)
-        each, left = divmod(tokens, dist.get_world_size())
-        self.counts = [each + (rank < left) for rank in range(dist.get_world_size())]
+        each, left = divmod(tokens, dist.get_world_size(self.group))
+        self.counts = [each + (rank < left) for rank in range(dist.get_world_size(self.group))]
 
-def tokens_to_heads(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    "(B, S_r, H, D) this process's tokens, every head -> (B, S, H/N, D) every token in rank order, its heads."
+def tokens_to_heads(x: torch.Tensor, counts: list[int], group: Any = None) -> torch.Tensor:
+    "(B, S_r, H, D) this process's tokens, every head -> (B, S, H/N, D) the group's tokens in rank order, its heads."
     batch, local, heads, dim = x.shape
     share = len(counts)
     send = x.reshape(batch, local, share, heads // share, dim).permute(2, 1, 0, 3, 4)
     send = send.reshape(share * local, batch, heads // share, dim).contiguous()
     received = x.new_empty(sum(counts), batch, heads // share, dim)
-    dist.all_to_all_single(received, send, output_split_sizes=counts, input_split_sizes=[local] * share)
+    dist.all_to_all_single(received, send, output_split_sizes=counts, input_split_sizes=[local] * share,
+                           group=group)
     return received.permute(1, 0, 2, 3)
 
-def heads_to_tokens(y: torch.Tensor, counts: list[int]) -> torch.Tensor:
+def heads_to_tokens(y: torch.Tensor, counts: list[int], group: Any = None) -> torch.Tensor:
     "(B, S, H/N, D) every token, this process's heads -> (B, S_r, H, D) its tokens, every head (the way back)."
     batch, _, heads, dim = y.shape
-    share, local = len(counts), counts[dist.get_rank()]
+    share, local = len(counts), counts[dist.get_rank(group)]
     received = y.new_empty(share * local, batch, heads, dim)
     dist.all_to_all_single(received, y.permute(1, 0, 2, 3).contiguous(), output_split_sizes=[local] * share,
-                           input_split_sizes=counts)
+                           input_split_sizes=counts, group=group)
     return received.reshape(share, local, batch, heads, dim).permute(2, 1, 0, 3, 4).reshape(batch, local, -1, dim)
 
-def gather_heads(t: torch.Tensor) -> torch.Tensor:
-    "(B, T, H/N, D) tokens every process holds, its heads -> (B, T, H, D) in every process."
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
+def gather_heads(t: torch.Tensor, group: Any = None) -> torch.Tensor:
+    "(B, T, H/N, D) tokens every process of the group holds, its heads -> (B, T, H, D) in each of them."
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, t.contiguous(), group=group)
     return torch.cat(parts, dim=2)
 
 # %% ../nbs/16_parallel.ipynb #c9a00003
@@ -259,7 +297,8 @@ class ContextParallelAnchorProcessor(AnchorExtendedAttnProcessor):
         "The layer's (video, text) outputs for this process's video tokens, as the one-process layer's."
         if attention_mask is not None: raise ValueError("ContextParallelAnchorProcessor takes no attention mask")
         controller, text_length, counts = self.controller, encoder_hidden_states.shape[1], self.shares.counts
-        share, rank = dist.get_world_size(), dist.get_rank()
+        group = self.shares.group
+        share, rank = dist.get_world_size(group), dist.get_rank(group)
         if attn.heads % share:
             raise DynVFXError(f"model.context_parallel: {attn.heads} attention heads do not divide among {share} "
                               "processes; use a number of processes that divides them")
@@ -269,12 +308,14 @@ class ContextParallelAnchorProcessor(AnchorExtendedAttnProcessor):
         compiled = image_rotary_emb is None or torch.compiler.is_compiling()
         frequencies = None if compiled else controller.rotary_frequencies(image_rotary_emb)  # this process's rows
         joint = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        query, key, value = (torch.cat([x[:, :text_length, mine], tokens_to_heads(x[:, text_length:], counts)], dim=1)
-                             for x in project_qkv(attn, joint, text_length, image_rotary_emb, frequencies))
+        projected = project_qkv(attn, joint, text_length, image_rotary_emb, frequencies)
+        query, key, value = (torch.cat([x[:, :text_length, mine], tokens_to_heads(x[:, text_length:], counts, group)],
+                                       dim=1) for x in projected)
         if controller.active or controller.observer is not None:
             out = self._anchored_attention(query, key, value, text_length)
         else: out = self.attend(query, key, value)
-        out = torch.cat([gather_heads(out[:, :text_length]), heads_to_tokens(out[:, text_length:], counts)], dim=1)
+        text, video = gather_heads(out[:, :text_length], group), heads_to_tokens(out[:, text_length:], counts, group)
+        out = torch.cat([text, video], dim=1)
         out = attn.to_out[1](attn.to_out[0](out.flatten(2)))
         return out[:, text_length:], out[:, :text_length]
 
@@ -287,34 +328,39 @@ def _gather_tokens(shares: VideoTokenShares):
         counts = shares.counts
         padded = torch.nn.functional.pad(output, (0, 0, 0, max(counts) - output.shape[1])).contiguous()
         parts = [torch.empty_like(padded) for _ in counts]
-        dist.all_gather(parts, padded)
+        dist.all_gather(parts, padded, group=shares.group)
         return torch.cat([part[:, :count] for part, count in zip(parts, counts)], dim=1)
     return gather
 
 @functools.lru_cache(maxsize=None)
-def _sequence_config(device: torch.device) -> Any:
-    "diffusers' `ContextParallelConfig` for Ulysses over every process, on one device mesh made once per device."
+def _sequence_config(device_type: str, branches: int = 1) -> Any:
+    """diffusers' `ContextParallelConfig`: Ulysses over this process's group, one of `branches` equal groups in rank
+    order; its device mesh (branch, ring, ulysses) is made once per device type and layout, by every process."""
     from diffusers.models._modeling_parallel import ContextParallelConfig
     from torch.distributed.device_mesh import init_device_mesh
-    share, rank = dist.get_world_size(), dist.get_rank()
-    mesh = init_device_mesh(device.type, (1, share), mesh_dim_names=("ring", "ulysses"))
+    share = dist.get_world_size() // branches
+    mesh = init_device_mesh(device_type, (branches, 1, share), mesh_dim_names=("branch", "ring", "ulysses"))
     config = ContextParallelConfig(ulysses_degree=share, ulysses_anything=True)
-    config.setup(rank, share, device, mesh=mesh)  # enable_parallelism would ask for an accelerator
+    config.setup(mesh["ulysses"].get_local_rank(), share, torch.device(device_type),  # enable_parallelism would
+                 mesh=mesh["ring", "ulysses"])                                          # ask for an accelerator
     return config
 
-def shard_video_tokens(transformer: torch.nn.Module) -> tuple[VideoTokenShares, Callable[[], None]]:
-    """Split a CogVideoX transformer's video tokens over the processes of the default group (diffusers' hooks, our
-    plan) and gather its output; returns the shares its processors read, and the function that takes it all off."""
+def shard_video_tokens(transformer: torch.nn.Module,
+                       group: Any = None) -> tuple[VideoTokenShares, Callable[[], None]]:
+    """Split a CogVideoX transformer's video tokens over the processes of `group` (None: the default group;
+    diffusers' hooks, our plan) and gather its output; returns the shares its processors read, and the function
+    that takes it all off."""
     from diffusers.hooks.context_parallel import apply_context_parallel, remove_context_parallel
     from diffusers.models._modeling_parallel import ContextParallelInput
     if not hasattr(transformer, "transformer_blocks"):
         raise DynVFXError(f"model.context_parallel: {type(transformer).__name__} is not supported yet (CogVideoX "
                           "is); set model.context_parallel to 1")
-    config = _sequence_config(next(transformer.parameters()).device)
+    branches = dist.get_world_size() // dist.get_world_size(group)  # the groups of the layout
+    config = _sequence_config(next(transformer.parameters()).device.type, branches)
     rotary = ContextParallelInput(split_dim=0, expected_dims=2)
     plan = {"": {"image_rotary_emb": [rotary, rotary]},
             "transformer_blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3)}}
-    shares = VideoTokenShares()
+    shares = VideoTokenShares(group=group)
     counting = transformer.register_forward_pre_hook(shares.count, with_kwargs=True)
     apply_context_parallel(transformer, config, plan)
     gathering = transformer.proj_out.register_forward_hook(_gather_tokens(shares))
@@ -351,25 +397,26 @@ def context_parallel(transformer: torch.nn.Module, controller: AnchorController,
 # %% ../nbs/16_parallel.ipynb #c9a00009
 @dataclass
 class ContextParallelRun:
-    "This process's part of an edit whose forwards are split over the processes of a `torchrun`."
-    rank: int                      # 0 runs the edit; the others serve its forwards
-    world_size: int
+    "This process's part of an edit whose forwards are split over a group of a `torchrun`'s processes."
+    rank: int                      # its place in the group: 0 leads (runs the edit or a branch), the others serve
+    world_size: int                # the group's size
     device: torch.device
+    group: Any = None              # the group (None: the default group, every process)
+    leader: int = 0                # the global rank of the group's leader (the source of its broadcasts)
 
 def start_context_parallel(config: DynVFXConfig, environ: Mapping[str, str] | None = None
                            ) -> tuple[DynVFXConfig, ContextParallelRun | None]:
     "This process's settings, and its part when `model.context_parallel` splits the forwards (else None)."
     wanted, env = config.model.context_parallel, torchrun_env(environ)
     if wanted == 1: return config, None
-    if config.model.branch_parallel:
-        raise DynVFXError("model.context_parallel: not combined with model.branch_parallel yet; set one of them")
-    if env.world_size != wanted:
-        raise DynVFXError(f"model.context_parallel: {wanted} processes asked for, but torchrun started "
-                          f"{env.world_size}; run it with --nproc-per-node {wanted}")
+    layout = process_layout(env.rank, env.world_size, wanted, config.model.branch_parallel)
     config = rank_settings(config, env.local_rank)
     device = resolve_device(config.model.device)
     join_process_group(device)
-    return config, ContextParallelRun(env.rank, env.world_size, device)
+    groups = [_group_of(ranks) for ranks in layout.groups]  # every process makes every group, in order,
+    _sequence_config(device.type, len(groups))              # and diffusers' device mesh
+    return config, ContextParallelRun(layout.group_rank, len(layout.group), device, groups[layout.branch],
+                                      layout.leader)
 
 # %% ../nbs/16_parallel.ipynb #c9a0000a
 def _anchor_state(transformer: torch.nn.Module) -> dict | None:
@@ -406,16 +453,16 @@ class ContextParallelCogVideoX:
             raise DynVFXError(f"model.context_parallel: {backbone.family} models are not supported yet (CogVideoX "
                               "is); set model.context_parallel to 1")
         self.backbone, self.run, transformer = backbone, run, backbone.transformer
-        self.shares, _ = shard_video_tokens(transformer)  # for the rest of the process
+        self.shares, _ = shard_video_tokens(transformer, run.group)  # for the rest of the process
         self.idle = AnchorController(mode="off", attention_backend=attention_backend)
         install_context_parallel_processors(transformer, self.idle, self.shares)
         if run.rank == 0: transformer.register_forward_pre_hook(self._announce, with_kwargs=True)
         backbone.anchor_attention = self.anchor_attention  # this backbone's installs keep the split
 
     def _announce(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        "Process 0, before each transformer call: the call and its anchor state to the serving processes."
-        dist.broadcast_object_list([(_on_cpu(args), _on_cpu(kwargs), _anchor_state(module))], src=0,
-                                   device=self.run.device)
+        "The leader, before each transformer call: the call and its anchor state to its group's serving processes."
+        dist.broadcast_object_list([(_on_cpu(args), _on_cpu(kwargs), _anchor_state(module))], src=self.run.leader,
+                                   group=self.run.group, device=self.run.device)
 
     @contextmanager
     def anchor_attention(self, controller: AnchorController,
@@ -429,13 +476,13 @@ class ContextParallelCogVideoX:
             controller.layers, controller.active, controller.anchor_indices = (), False, {}
 
     def serve(self) -> None:
-        "A serving process: run its share of every forward process 0 announces, until it says the edit is over."
-        transformer, device = self.backbone.transformer, self.run.device
+        "A serving process: run its share of every forward its leader announces, until it says the edit is over."
+        transformer, device, run = self.backbone.transformer, self.run.device, self.run
         processors = [block.attn1.processor for block in transformer.transformer_blocks]  # kept: graphs stay
-        mirror = None  # process 0's edit controller, as its announcements describe it
+        mirror = None  # the leader's edit controller, as its announcements describe it
         while True:
             box = [None]
-            dist.broadcast_object_list(box, src=0, device=device)
+            dist.broadcast_object_list(box, src=run.leader, group=run.group, device=device)
             if box[0] is None: return
             args, kwargs, state = box[0]
             if state is not None and (mirror is None or mirror.attention_backend != state["attention_backend"]):
@@ -448,26 +495,26 @@ class ContextParallelCogVideoX:
             for processor in processors: processor.controller = mirror if processor.layer in chosen else self.idle
             with torch.no_grad(): transformer(*_on(args, device), **_on(kwargs, device))
 
-
 # %% ../nbs/16_parallel.ipynb #c9a0000d
 @patch
 def wrap(self: ContextParallelRun, backbone: Backbone, attention_backend: str = "sdpa") -> Backbone:
-    "Process 0, once its model is loaded: the others load theirs, and every forward of `backbone` is split from now."
-    dist.broadcast_object_list(["forwards"], src=0, device=self.device)
+    "The leader, once its model is loaded: its group loads theirs, and every forward of `backbone` is split from now."
+    dist.broadcast_object_list(["forwards"], src=self.leader, group=self.group, device=self.device)
     ContextParallelCogVideoX(backbone, self, attention_backend)
     return backbone
 
 @patch
 def serve_edit(self: ContextParallelRun, config: DynVFXConfig) -> None:
-    "A serving process: load the model when process 0 has, then run its share of every forward until the end."
+    "A serving process: load the model when its leader has, then run its share of every forward until the end."
     box = [None]
-    dist.broadcast_object_list(box, src=0, device=self.device)
-    if box[0] != "forwards": return  # process 0 ended without a model (or before loading it)
+    dist.broadcast_object_list(box, src=self.leader, group=self.group, device=self.device)
+    if box[0] != "forwards": return  # the leader ended without a model (or before loading it)
     ContextParallelCogVideoX(load_backbone(config.model), self, config.model.attention_backend).serve()
 
 @patch
-def close(self: ContextParallelRun, failed: bool) -> None:
-    "Process 0 says the edit is over (also when it ended before any forward); then every process leaves the group."
-    if self.rank == 0: dist.broadcast_object_list([None], src=0, device=self.device)
-    if not failed: dist.barrier()
-    dist.destroy_process_group()
+def close(self: ContextParallelRun, failed: bool, leave: bool = True) -> None:
+    """The leader says the edit is over (also when it ended before any forward); then the group waits for each other,
+    and the process leaves torch.distributed (`leave`; a branch's leader leaves through its `BranchSplit` after)."""
+    if self.rank == 0: dist.broadcast_object_list([None], src=self.leader, group=self.group, device=self.device)
+    if not failed: dist.barrier(group=self.group)
+    if leave: dist.destroy_process_group()

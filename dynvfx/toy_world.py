@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbone import CogVideoXBackbone, load_backbone, sampling_timesteps, tiny_cogvideox
+from .backbone import Backbone, latent_statistics, load_backbone, sampling_timesteps, tiny_cogvideox
 from .config import ModelSettings
 from .core import DynVFXError, atomic_write, data_dir, safe_object_name
 from .video_io import write_frames
@@ -24,13 +24,13 @@ from .video_io import write_frames
 # %% auto #0
 __all__ = ['OBJECT_COLOURS', 'BACKGROUND_COLOURS', 'SHAPES', 'SIZES', 'MOTIONS', 'TEXTURES', 'PANS', 'TEXTURE_AMPLITUDE',
            'COLOUR_KEY_TOLERANCE', 'BOX_ASPECT', 'TOY_CLIP', 'TOY_TEXT_LENGTH', 'TOY_WORDS', 'SAMPLE_SCENE',
-           'EVAL_SEED', 'VALIDATION_SEED', 'VAE_EVAL_SEED', 'object_phrase', 'scene_caption', 'SceneBatch',
-           'scene_objects', 'scene_captions', 'object_names', 'camera_velocity', 'frame_velocity', 'is_heldout',
-           'sample_scenes', 'RenderedScenes', 'render_scenes', 'colour_key_masks', 'show_scenes', 'ToyObject',
-           'make_scene', 'write_scene', 'edit_instruction', 'add_object', 'largest_blobs', 'palette_index',
+           'TOY_MODELS', 'EVAL_SEED', 'VALIDATION_SEED', 'VAE_EVAL_SEED', 'object_phrase', 'scene_caption',
+           'SceneBatch', 'scene_objects', 'scene_captions', 'object_names', 'camera_velocity', 'frame_velocity',
+           'is_heldout', 'sample_scenes', 'RenderedScenes', 'render_scenes', 'colour_key_masks', 'show_scenes',
+           'ToyObject', 'make_scene', 'write_scene', 'edit_instruction', 'add_object', 'largest_blobs', 'palette_index',
            'colour_masks', 'shape_scores', 'motion_direction', 'expected_direction', 'Detection', 'detect_objects',
-           'caption_adherence', 'toy_pipeline', 'toy_model_path', 'load_toy_model', 'encode_clips', 'decode_clips',
-           'generate_clips', 'clip_psnr', 'vae_psnr', 'evaluate_toy_model']
+           'caption_adherence', 'toy_pipeline', 'toy_model_path', 'load_toy_model', 'latent_normalisation',
+           'encode_clips', 'decode_clips', 'generate_clips', 'clip_psnr', 'vae_psnr', 'evaluate_toy_model']
 
 # %% ../nbs/12_toy_world.ipynb #39f96ac5
 OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -528,42 +528,57 @@ def toy_pipeline(seed: int = 0, num_layers: int = 8, heads: int = 4, head_dim: i
                           text_head_dim=32, text_ff=4 * text_width, text_buckets=16, text_max_distance=32, **TOY_CLIP)
 
 # %% ../nbs/12_toy_world.ipynb #2974ca36
-def toy_model_path() -> Path:
-    "The folder of the committed toy model (a diffusers CogVideoX pipeline)."
-    path = data_dir() / "toy_model"
+TOY_MODELS = {"cogvideox": ("toy_model", "bench.train_toy_model"),
+              "wan": ("toy_wan", "bench.train_toy_wan")}  # family: its folder in data/, the script that trains it
+
+def toy_model_path(family: str = "cogvideox") -> Path:
+    "The folder of a committed toy model (a diffusers pipeline): CogVideoX's (data/toy_model) or Wan's (data/toy_wan)."
+    if family not in TOY_MODELS:
+        raise DynVFXError(f"{family!r}: no toy model of that family; choose one of {', '.join(TOY_MODELS)}")
+    folder, script = TOY_MODELS[family]
+    path = data_dir() / folder
     if not (path / "model_index.json").exists():
         raise DynVFXError(f"{path}: the toy model is missing; use a checkout of the dynvfx repository (it ships "
-                          "data/toy_model) or train it with python -m bench.train_toy_model")
+                          f"data/{folder}) or train it with python -m {script}")
     return path
 
-def load_toy_model(device: str = "cpu", dtype: str = "float32") -> CogVideoXBackbone:
-    "The toy model as a `CogVideoXBackbone`, loaded through `load_backbone` like CogVideoX-5B."
-    return load_backbone(ModelSettings(model_id=str(toy_model_path()), dtype=dtype, device=device))
+def load_toy_model(device: str = "cpu", dtype: str = "float32", family: str = "cogvideox") -> Backbone:
+    "A toy model as its backbone (`CogVideoXBackbone`, `WanBackbone`), loaded through `load_backbone` like the real."
+    return load_backbone(ModelSettings(model_id=str(toy_model_path(family)), dtype=dtype, device=device))
 
 # %% ../nbs/12_toy_world.ipynb #647aa86e
+def latent_normalisation(backbone: Backbone,
+                         like: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """(shift, scale) of the VAE's raw latents, broadcastable to `like` (B, C, F_lat, h, w): the denoiser's latents are
+    (raw - shift) / scale. CogVideoX scales every channel by one factor; Wan normalises each channel."""
+    if backbone.family == "wan": return latent_statistics(backbone.vae, like)
+    return 0.0, 1 / backbone.vae.config.scaling_factor
+
 @torch.no_grad()
-def encode_clips(backbone: CogVideoXBackbone, pixels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    "Clips (B, F, 3, H, W) in [0, 1] -> scaled latents (B, F_lat, C, h, w), as `backbone.encode_video` does for one."
+def encode_clips(backbone: Backbone, pixels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    "Clips (B, F, 3, H, W) in [0, 1] -> the denoiser's latents (B, F_lat, C, h, w), as `encode_video` makes one."
     vae, latents = backbone.vae, []
     for chunk in pixels.split(batch_size):
         video = (chunk * 2 - 1).permute(0, 2, 1, 3, 4).to(backbone.device, vae.dtype)
-        scaled = vae.encode(video).latent_dist.mode() * vae.config.scaling_factor  # (B, C, F_lat, h, w)
-        latents.append(scaled.permute(0, 2, 1, 3, 4).to(backbone.dtype))
+        raw = vae.encode(video).latent_dist.mode()  # (B, C, F_lat, h, w)
+        shift, scale = latent_normalisation(backbone, raw)
+        latents.append(((raw - shift) / scale).permute(0, 2, 1, 3, 4).to(backbone.dtype))
     return torch.cat(latents)
 
 @torch.no_grad()
-def decode_clips(backbone: CogVideoXBackbone, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    "Scaled latents (B, F_lat, C, h, w) -> clips (B, F, 3, H, W) in [0, 1] (float32, on the CPU)."
+def decode_clips(backbone: Backbone, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    "The denoiser's latents (B, F_lat, C, h, w) -> clips (B, F, 3, H, W) in [0, 1] (float32, on the CPU)."
     vae, clips = backbone.vae, []
     for chunk in latents.split(batch_size):
-        unscaled = chunk.permute(0, 2, 1, 3, 4).to(backbone.device, vae.dtype) / vae.config.scaling_factor
-        frames = vae.decode(unscaled).sample  # (B, 3, F, H, W) in [-1, 1]
+        chunk = chunk.permute(0, 2, 1, 3, 4).to(backbone.device, vae.dtype)
+        shift, scale = latent_normalisation(backbone, chunk)
+        frames = vae.decode(chunk * scale + shift).sample  # (B, 3, F, H, W) in [-1, 1]
         clips.append(((frames.permute(0, 2, 1, 3, 4).float() + 1) / 2).clamp(0, 1).cpu())
     return torch.cat(clips)
 
 # %% ../nbs/12_toy_world.ipynb #c6a622f9
 @torch.no_grad()
-def generate_clips(backbone: CogVideoXBackbone, captions: list[str], seed: int = 0, steps: int = 50,
+def generate_clips(backbone: Backbone, captions: list[str], seed: int = 0, steps: int = 50,
                    guidance_scale: float = 6.0, batch_size: int = 16, num_frames: int = TOY_CLIP["num_frames"],
                    height: int = TOY_CLIP["height"], width: int = TOY_CLIP["width"],
                    progress: bool = True) -> torch.Tensor:
@@ -597,14 +612,14 @@ def clip_psnr(reference: torch.Tensor, clips: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse.clamp(min=1e-10))
 
 @torch.no_grad()
-def vae_psnr(backbone: CogVideoXBackbone, count: int = 100, seed: int = VAE_EVAL_SEED, batch_size: int = 16) -> float:
+def vae_psnr(backbone: Backbone, count: int = 100, seed: int = VAE_EVAL_SEED, batch_size: int = 16) -> float:
     "Mean PSNR (dB) of the VAE's reconstructions of `count` held-out clips."
     pixels = render_scenes(sample_scenes(count, seed, split="heldout", **TOY_CLIP)).pixels
     reconstructed = decode_clips(backbone, encode_clips(backbone, pixels, batch_size), batch_size)
     return clip_psnr(pixels, reconstructed).mean().item()
 
 # %% ../nbs/12_toy_world.ipynb #4288e58e
-def evaluate_toy_model(backbone: CogVideoXBackbone, count: int = 100, seed: int = EVAL_SEED, steps: int = 50,
+def evaluate_toy_model(backbone: Backbone, count: int = 100, seed: int = EVAL_SEED, steps: int = 50,
                        guidance_scale: float = 6.0, batch_size: int = 16, vae_count: int | None = None,
                        progress: bool = True) -> dict:
     "VAE PSNR on held-out clips and caption adherence of clips generated from `count` held-out captions."

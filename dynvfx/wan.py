@@ -13,8 +13,8 @@ from fastcore.basics import patch
 
 from .anchor_attention import (AnchorController, AnchorExtendedAttnProcessor, attention_function,
                                      chosen_blocks)
-from .backbone import (COGVIDEOX_5B_SCHEDULER, TINY_WORDS, TokenGrid, latents_to_vae_layout,
-                              pixels_to_video, tiny_tokenizer, video_to_pixels)
+from .backbone import (COGVIDEOX_5B_SCHEDULER, TINY_WORDS, TokenGrid, latent_statistics,
+                              latents_to_vae_layout, pixels_to_video, tiny_tokenizer, video_to_pixels)
 from .core import DynVFXError
 from .inversion import InversionError
 
@@ -104,18 +104,12 @@ class WanBackbone:
                          patch_size_t=int(patch_t), text_length=0)
 
 # %% ../nbs/18_wan.ipynb #871cce3c
-def _latent_statistics(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "The VAE config's per-channel latents mean and std, shaped (1, C, 1, 1, 1) like Wan's latents."
-    shape = (1, int(vae.config.z_dim), 1, 1, 1)
-    return (torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype),
-            torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype))
-
 @patch
 @torch.no_grad()
 def encode_video(self: WanBackbone, pixels: torch.Tensor) -> torch.Tensor:
     "Pixels (F, C, H, W) in [0, 1] -> normalised latents (1, F_lat, C, h, w)."
     latents = self.vae.encode(pixels_to_video(pixels).to(self.device, self.vae.dtype)).latent_dist.mode()
-    mean, std = _latent_statistics(self.vae, latents)
+    mean, std = latent_statistics(self.vae, latents)
     return ((latents - mean) / std).permute(0, 2, 1, 3, 4).to(self.dtype)
 
 @patch
@@ -123,7 +117,7 @@ def encode_video(self: WanBackbone, pixels: torch.Tensor) -> torch.Tensor:
 def decode_latents(self: WanBackbone, latents: torch.Tensor) -> torch.Tensor:
     "Normalised latents (1, F_lat, C, h, w) -> pixels (F, C, H, W) in [0, 1] (float32, on the CPU)."
     latents = latents_to_vae_layout(latents).to(self.device, self.vae.dtype)
-    mean, std = _latent_statistics(self.vae, latents)
+    mean, std = latent_statistics(self.vae, latents)
     return video_to_pixels(self.vae.decode(latents * std + mean).sample)
 
 # %% ../nbs/18_wan.ipynb #a914229e
