@@ -264,6 +264,7 @@ def part_sam3_profile(args, device: torch.device, dtype: torch.dtype) -> dict:
 
 EDIT = dict(steps_two=162, steps_three=28, passes=6)  # the default schedule's steps outside and inside the window
 ONE_PASS = dict(steps_two=30, steps_three=15, passes=1)  # a pass from t = 899 on the 50-step schedule
+FAST_PASSES = dict(steps_two=42, steps_three=9, passes=3)  # --preset fast: 879, 679, 479 on the 25-step schedule
 
 
 def inversion_forwards(steps: int) -> int:
@@ -285,7 +286,8 @@ def part_price(args, device: torch.device, dtype: torch.dtype) -> dict:
     "The default edit and the presets priced from the measured parts (kernels, short edits, SAM 3)."
     import json
     from dynvfx.config import PRESETS
-    fast_steps, draft_steps = PRESETS["fast"]["inversion.steps"], PRESETS["draft"]["inversion.steps"]
+    near_steps, fast_steps = PRESETS["near_exact"]["inversion.steps"], PRESETS["fast"]["inversion.steps"]
+    draft_steps = PRESETS["draft"]["inversion.steps"]
     kernels = json.loads((RESULTS / "h200_kernels.json").read_text())
     short = json.loads((RESULTS / "h200_fp8_short_edit_1.json").read_text())["short_edit"]["bf16_eager"]
     segment_s = json.loads((RESULTS / "h200_sam3_one_session.json").read_text())["segment_s"]
@@ -295,8 +297,9 @@ def part_price(args, device: torch.device, dtype: torch.dtype) -> dict:
     eager = kernels["models"]["cudnn"]["eager_median_s"]
     ours = {"exact (flash_4, compiled)": priced_edit(forward, first_calls, decode_s, segment_s, 250,
                                                      EDIT["steps_two"], EDIT["steps_three"], EDIT["passes"]),
-            "fast (flash_4)": priced_edit(forward, first_calls, decode_s, segment_s, fast_steps, EDIT["steps_two"],
-                                          EDIT["steps_three"], EDIT["passes"]),
+            "near_exact (flash_4)": priced_edit(forward, first_calls, decode_s, segment_s, near_steps,
+                                                EDIT["steps_two"], EDIT["steps_three"], EDIT["passes"]),
+            "fast (flash_4)": priced_edit(forward, first_calls, decode_s, segment_s, fast_steps, **FAST_PASSES),
             "draft (flash_4)": priced_edit(forward, first_calls, decode_s, segment_s, draft_steps, **ONE_PASS),
             "exact, eager cuDNN": priced_edit(eager, 0.0, decode_s, segment_s, 250, EDIT["steps_two"],
                                               EDIT["steps_three"], EDIT["passes"])}

@@ -370,8 +370,9 @@ def _add_options(sub: argparse.ArgumentParser, name: str) -> None:
         sub.add_argument("--device", metavar="DEVICE", help="cuda, cuda:1, cpu, auto (model.device)")
         sub.add_argument("--model", metavar="ID", help="hub id or local folder of the backbone (model.model_id)")
     sub.add_argument("--output", metavar="DIR", help="the output folder (output_path)")
-    sub.add_argument("--preset", metavar="NAME", help="'fast' (compiled, fewer inversion steps), 'draft' (fast, one "
-                     "pass), 'exact' (the defaults) or a YAML file of your own; measured in bench/README.md")
+    sub.add_argument("--preset", metavar="NAME", help="'near_exact' (compiled, fewer inversion steps), 'fast' (also "
+                     "3 passes on a 25-step grid), 'draft' (one pass), 'exact' (the defaults) or a YAML file of "
+                     "your own; measured in bench/README.md")
     sub.add_argument("--set", metavar="FIELD=VALUE", action="append",
                      help="override any setting, e.g. --set sampling.steps=20 (repeatable)")
     sub.add_argument("--redo", metavar="STAGE", action="append", choices=(*STAGES, "all"), default=[],
