@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -41,8 +39,9 @@ import torch
 from bench.common import RESULTS_DIR, write_json
 from bench.eval_inversion_steps import RESULTS as INVERSION_STEPS_RESULTS
 from bench.eval_inversion_steps import invert
-from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, case_description, configuration_stats,
-                                   edit_cases, edit_config, evaluate_case, markdown_table, pick_threads)
+from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, configuration_stats, edit_cases,
+                                   edit_config, evaluate_case, markdown_table, pick_threads, resumed_results,
+                                   run_scenes)
 from dynvfx.core import LOCK_FILE
 from dynvfx.pipeline import EditSchedule
 from dynvfx.toy_world import load_toy_model, render_scenes
@@ -79,6 +78,11 @@ def schedule_of(backbone, candidate: dict, smoke: dict) -> dict:
     schedule = EditSchedule.from_config(config, backbone.new_scheduler(), backbone.model_timestep)
     return dict(steps=schedule.steps, source_steps=schedule.source_steps,
                 one_sample_forwards=2 * schedule.steps + schedule.source_steps, passes=len(schedule.pass_starts))
+
+
+def scene_done(entry: dict, args) -> bool:
+    "Whether a scene has every candidate's edit at every seed."
+    return all(run_name(c, b) in entry["results"] for c in args.candidates for b in SEED_BASES)
 
 
 def run_scene(backbone, case: dict, entry: dict, args, save) -> None:
@@ -228,10 +232,7 @@ def main(argv=None) -> None:
         smoke_dir = Path(tempfile.mkdtemp(prefix="fast-passes-smoke-")); args.out = smoke_dir / RESULTS.name
     torch.set_num_threads(args.threads)
     backbone = load_toy_model()
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if data and data["settings"]["scenes"] != args.count:     # edit_cases draws other scenes for another count
-        raise SystemExit(f"{args.out} holds a run of --count {data['settings']['scenes']}; resume it with that "
-                         "count, or write another run with --out")
+    data = resumed_results(args.out, args.count)
     data.setdefault("settings", dict(candidates=args.candidates, inversion_steps=INVERSION_STEPS,
                                      seed_bases=list(SEED_BASES), scenes=args.count, eval_settings=SETTINGS,
                                      eval_deviations=DEVIATIONS, torch=torch.__version__, threads=args.threads,
@@ -241,22 +242,13 @@ def main(argv=None) -> None:
     data["settings"]["schedules"] = {c: schedule_of(backbone, overrides, args.smoke_overrides)
                                      for c, overrides in args.candidates.items()}
     data.setdefault("scenes", {})
-    started, durations = time.perf_counter(), []
 
     def save() -> None:
         data["summary"] = summarize(data)
         write_json(args.out, data)
 
-    for case in edit_cases(args.count):
-        entry = data["scenes"].setdefault(str(case["index"]), {**case_description(case), "results": {}})
-        elapsed = time.perf_counter() - started
-        if durations and elapsed + statistics.fmean(durations) > 60 * args.budget_minutes:
-            print(f"budget of {args.budget_minutes} minutes: stopping before scene {case['index']}; run again to "
-                  "go on", flush=True)
-            break
-        scene_started = time.perf_counter()
-        run_scene(backbone, case, entry, args, save)
-        durations.append(time.perf_counter() - scene_started)
+    run_scenes(data, args.count, args.budget_minutes, lambda case, entry: run_scene(backbone, case, entry, args, save),
+               done=lambda entry, index: scene_done(entry, args))
     save()
     print(report(data))
     if smoke_dir: shutil.rmtree(smoke_dir)

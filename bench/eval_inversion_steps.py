@@ -47,8 +47,9 @@ from pathlib import Path
 import torch
 
 from bench.common import RESULTS_DIR, write_json
-from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, case_description, configuration_stats,
-                                   edit_cases, edit_config, evaluate_case, markdown_table, pick_threads, psnr_outside)
+from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, configuration_stats, edit_cases,
+                                   edit_config, evaluate_case, markdown_table, pick_threads, psnr_outside,
+                                   resumed_results, run_scenes)
 from dynvfx.backbone import sampling_timesteps
 from dynvfx.config import DynVFXConfig
 from dynvfx.core import LOCK_FILE, DynVFXError
@@ -395,30 +396,17 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     from dynvfx.toy_world import load_toy_model
     backbone = load_toy_model()
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if data and data["settings"]["scenes"] != args.count:     # edit_cases draws other scenes for another count
-        raise SystemExit(f"{args.out} holds a run of --count {data['settings']['scenes']}; resume it with that "
-                         "count, or write another run with --out")
+    data = resumed_results(args.out, args.count)
     data.setdefault("settings", run_settings(args, backbone))
     data.setdefault("scenes", {})
-    started, durations = time.perf_counter(), []
 
     def save() -> None:
         data["summary"] = summarize(data)
         write_json(args.out, data)
 
-    for case in edit_cases(args.count):
-        entry = data["scenes"].setdefault(str(case["index"]), {**case_description(case), "results": {}})
-        if scene_done(entry, case["index"], args): continue
-        elapsed = time.perf_counter() - started
-        if durations and elapsed + statistics.fmean(durations) > 60 * args.budget_minutes:
-            print(f"budget of {args.budget_minutes} minutes: stopping before scene {case['index']}; run again to "
-                  "go on", flush=True)
-            break
-        scene_started = time.perf_counter()
-        run_scene(backbone, case, entry, args, save)
-        entry["seconds"] = round(time.perf_counter() - scene_started, 1)
-        if case["index"] >= args.latent_scenes: durations.append(time.perf_counter() - scene_started)
+    run_scenes(data, args.count, args.budget_minutes, lambda case, entry: run_scene(backbone, case, entry, args, save),
+               done=lambda entry, index: scene_done(entry, index, args),
+               budgeted=lambda index: index >= args.latent_scenes)   # the first scenes also measure latent errors
     save()
     print(report(data))
     if smoke_dir: shutil.rmtree(smoke_dir)

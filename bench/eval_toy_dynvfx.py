@@ -278,6 +278,35 @@ def evaluate_case(backbone, case: dict, configurations: list[str], work_dir: Pat
     return records
 
 
+def resumed_results(out: Path, count: int) -> dict:
+    "The JSON of a run to resume (empty for a new one); one of another --count is refused: its scenes are others."
+    data = json.loads(out.read_text()) if out.exists() else {}
+    if data and data["settings"]["scenes"] != count:     # edit_cases draws other scenes for another count
+        raise SystemExit(f"{out} holds a run of --count {data['settings']['scenes']}; resume it with that count, or "
+                         "write another run with --out")
+    return data
+
+
+def run_scenes(data: dict, count: int, budget_minutes: float, run_scene, done=lambda entry, index: False,
+               budgeted=lambda index: True) -> None:
+    """`run_scene(case, entry)` for each of `edit_cases(count)` that is not `done`, its entry in `data["scenes"]`
+    (made from `case_description`); no scene is started that would end after `budget_minutes`, judged by the mean
+    time of the scenes so far that are `budgeted`."""
+    started, durations = time.perf_counter(), []
+    for case in edit_cases(count):
+        entry = data["scenes"].setdefault(str(case["index"]), {**case_description(case), "results": {}})
+        if done(entry, case["index"]): continue
+        elapsed = time.perf_counter() - started
+        if durations and elapsed + statistics.fmean(durations) > 60 * budget_minutes:
+            print(f"budget of {budget_minutes} minutes: stopping before scene {case['index']}; run again to go on",
+                  flush=True)
+            return
+        scene_started = time.perf_counter()
+        run_scene(case, entry)
+        entry["seconds"] = round(time.perf_counter() - scene_started, 1)
+        if budgeted(case["index"]): durations.append(time.perf_counter() - scene_started)
+
+
 # -- the summary ------------------------------------------------------------------------------------------------------
 
 def case_description(case: dict) -> dict:
