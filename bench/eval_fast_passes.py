@@ -41,7 +41,7 @@ from bench.eval_inversion_steps import RESULTS as INVERSION_STEPS_RESULTS
 from bench.eval_inversion_steps import invert
 from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, configuration_stats, edit_cases,
                                    edit_config, evaluate_case, markdown_table, pick_threads, resumed_results,
-                                   run_scenes)
+                                   run_scenes, scene_eval_parser)
 from dynvfx.core import LOCK_FILE
 from dynvfx.pipeline import EditSchedule
 from dynvfx.toy_world import load_toy_model, render_scenes
@@ -204,18 +204,7 @@ def report(data: dict) -> str:
 # -- main -------------------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=12, help="held-out scenes (bench/eval_toy_dynvfx.py's first)")
-    parser.add_argument("--budget-minutes", type=float, default=60,
-                        help="start no scene that would end after this long (by the scenes so far); run again to "
-                             "go on")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="at most this many torch threads (fewer while other processes hold cores)")
-    parser.add_argument("--report", action="store_true", help="print the tables from the JSON, run nothing")
-    parser.add_argument("--smoke", action="store_true",
-                        help="check the script: one scene, few steps, results in a temporary folder unless --out is "
-                             "given; not a measurement")
+    parser = scene_eval_parser(__doc__, RESULTS, budget_minutes=60)
     args = parser.parse_args(argv)
     if args.report and not args.out.exists(): parser.error(f"{args.out}: no results yet; run without --report first")
     args.candidates, args.smoke_overrides = dict(CANDIDATES), {}

@@ -49,7 +49,7 @@ import torch
 from bench.common import RESULTS_DIR, write_json
 from bench.eval_toy_dynvfx import (DEVIATIONS, SETTINGS, SMOKE_OVERRIDES, configuration_stats, edit_cases,
                                    edit_config, evaluate_case, markdown_table, pick_threads, psnr_outside,
-                                   resumed_results, run_scenes)
+                                   resumed_results, run_scenes, scene_eval_parser)
 from dynvfx.backbone import sampling_timesteps
 from dynvfx.config import DynVFXConfig
 from dynvfx.core import LOCK_FILE, DynVFXError
@@ -348,20 +348,9 @@ def report(data: dict) -> str:
 # -- main -------------------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=12, help="held-out scenes (bench/eval_toy_dynvfx.py's first)")
+    parser = scene_eval_parser(__doc__, RESULTS, budget_minutes=65)
     parser.add_argument("--latent-scenes", type=int, default=3,
                         help="the first scenes also inverted on the finest grid, for the reference-latent errors")
-    parser.add_argument("--budget-minutes", type=float, default=65,
-                        help="start no scene that would end after this long (by the scenes so far); run again to "
-                             "go on")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="at most this many torch threads (fewer while other processes hold cores)")
-    parser.add_argument("--report", action="store_true", help="print the tables from the JSON, run nothing")
-    parser.add_argument("--smoke", action="store_true",
-                        help="check the script: one scene, few steps, results in a temporary folder unless --out "
-                             "is given; not a measurement")
     args = parser.parse_args(argv)
     if args.report and not args.out.exists(): parser.error(f"{args.out}: no results yet; run without --report first")
     args.steps, args.finest, args.smoke_overrides = list(STEP_COUNTS), FINEST_STEPS, {}

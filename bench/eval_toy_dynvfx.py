@@ -278,6 +278,23 @@ def evaluate_case(backbone, case: dict, configurations: list[str], work_dir: Pat
     return records
 
 
+def scene_eval_parser(doc: str, results: Path, budget_minutes: float) -> argparse.ArgumentParser:
+    "The options of an evaluation over `edit_cases` scenes that resumes: --count, --budget-minutes, --out, ..."
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--count", type=int, default=12, help="held-out scenes (bench/eval_toy_dynvfx.py's first)")
+    parser.add_argument("--budget-minutes", type=float, default=budget_minutes,
+                        help="start no scene that would end after this long (by the scenes so far); run again to "
+                             "go on")
+    parser.add_argument("--out", type=Path, default=results)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="at most this many torch threads (fewer while other processes hold cores)")
+    parser.add_argument("--report", action="store_true", help="print the tables from the JSON, run nothing")
+    parser.add_argument("--smoke", action="store_true",
+                        help="check the script: one scene, few steps, results in a temporary folder unless --out "
+                             "is given; not a measurement")
+    return parser
+
+
 def resumed_results(out: Path, count: int) -> dict:
     "The JSON of a run to resume (empty for a new one); one of another --count is refused: its scenes are others."
     data = json.loads(out.read_text()) if out.exists() else {}
