@@ -20,8 +20,8 @@ from .core import DynVFXError
 from .masks import sample_anchor_tokens
 
 # %% auto #0
-__all__ = ['ACTIVE_BRANCHES', 'INACTIVE_BRANCHES', 'SDPA_KERNELS', 'DISPATCHER_ALIASES', 'FLASH_4_ARCHITECTURES',
-           'AnchorMode', 'sdpa_attention', 'fastest_attention_backend', 'attention_function', 'extended_attention',
+__all__ = ['ACTIVE_BRANCHES', 'INACTIVE_BRANCHES', 'SDPA_KERNELS', 'DISPATCHER_ALIASES', 'FLASH_4_ARCHITECTURES', 'AnchorMode',
+           'sdpa_attention', 'fastest_attention_backend', 'attention_function', 'extended_attention',
            'AnchorController', 'paired_rotary_frequencies', 'rotate_pairs', 'project_qkv',
            'AnchorExtendedAttnProcessor', 'chosen_blocks', 'anchor_extended_attention']
 

@@ -31,8 +31,8 @@ from .video_io import key_frame_indices
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'OPENAI_BASE_URL', 'LOCAL_HOSTS', 'LOCAL_PLACEHOLDER_KEY', 'server_label', 'Connection',
-           'resolve_connection', 'make_client', 'ask', 'plan_edit', 'warn_long_captions', 'run_assistant']
+__all__ = ['log', 'OPENAI_BASE_URL', 'LOCAL_HOSTS', 'LOCAL_PLACEHOLDER_KEY', 'server_label', 'Connection', 'resolve_connection',
+           'make_client', 'ask', 'plan_edit', 'warn_long_captions', 'run_assistant']
 
 # %% ../nbs/10_assistant.ipynb #05985562
 OPENAI_BASE_URL = "https://api.openai.com/v1"

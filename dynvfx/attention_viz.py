@@ -23,11 +23,11 @@ from .masks import latent_frame_groups
 from .video_io import write_mp4
 
 # %% auto #0
-__all__ = ['KeyColumns', 'Branch', 'Correspondence', 'View', 'word_token_positions', 'prompt_words',
-           'grid_frame_pixels', 'grid_frame_of_pixels', 'token_point', 'query_chunk_size', 'scaled_logits',
-           'attention_mass', 'attention_rows', 'AttentionRecord', 'select_head', 'AttentionRecorder', 'capture',
-           'show_word_attention', 'show_anchor_share', 'show_correspondence', 'attention_overlay',
-           'write_attention_video', 'explorer_figure', 'attention_explorer']
+__all__ = ['KeyColumns', 'Branch', 'Correspondence', 'View', 'word_token_positions', 'prompt_words', 'grid_frame_pixels',
+           'grid_frame_of_pixels', 'token_point', 'query_chunk_size', 'scaled_logits', 'attention_mass',
+           'attention_rows', 'AttentionRecord', 'select_head', 'AttentionRecorder', 'capture', 'show_word_attention',
+           'show_anchor_share', 'show_correspondence', 'attention_overlay', 'write_attention_video', 'explorer_figure',
+           'attention_explorer']
 
 # %% ../nbs/15_attention_viz.ipynb #1f970e72
 def word_token_positions(tokenizer: Callable,  # a Hugging Face tokenizer with character offsets (a "fast" one)

@@ -23,11 +23,11 @@ if TYPE_CHECKING:  # for annotations only, quoted: the docs evaluate them, and d
     from transformers import T5Tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'BACKBONE_FAMILIES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS',
-           'COGVIDEOX_5B_SCHEDULER', 'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'pixels_to_video',
-           'video_to_pixels', 'latents_to_vae_layout', 'latent_statistics', 'backbone_class', 'load_pipeline',
-           'check_fp8_support', 'transformer_blocks', 'quantize_blocks_fp8', 'offload_in_groups', 'configure_pipeline',
-           'load_backbone', 'tiny_tokenizer', 'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
+__all__ = ['DTYPES', 'BACKBONE_FAMILIES', 'SUPPORTED_PIPELINES', 'FP8_MIN_CAPABILITY', 'TINY_WORDS', 'COGVIDEOX_5B_SCHEDULER',
+           'resolve_device', 'TokenGrid', 'Backbone', 'CogVideoXBackbone', 'pixels_to_video', 'video_to_pixels',
+           'latents_to_vae_layout', 'latent_statistics', 'backbone_class', 'load_pipeline', 'check_fp8_support',
+           'transformer_blocks', 'quantize_blocks_fp8', 'offload_in_groups', 'configure_pipeline', 'load_backbone',
+           'tiny_tokenizer', 'tiny_cogvideox', 'sampling_timesteps', 'sample_latents']
 
 # %% ../nbs/03_backbone.ipynb #ad221da5
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

@@ -37,10 +37,10 @@ from .video_io import Clip, load_clip
 _logger = logging.getLogger("dynvfx")
 
 # %% auto #0
-__all__ = ['STAGES', 'OUTPUT_SETTING', 'LOW_MEMORY_SETTINGS', 'EXAMPLES', 'HELP', 'settings_from_args',
-           'check_output_folder', 'read_clip', 'unreadable_mask', 'protocol_stage', 'masks_stage', 'inversion_stage',
-           'edit_stage', 'run_command', 'run_demo', 'out_of_memory_error', 'machine_error', 'run_batch',
-           'build_parser', 'format_summary', 'main']
+__all__ = ['STAGES', 'OUTPUT_SETTING', 'LOW_MEMORY_SETTINGS', 'EXAMPLES', 'HELP', 'settings_from_args', 'check_output_folder',
+           'read_clip', 'unreadable_mask', 'protocol_stage', 'masks_stage', 'inversion_stage', 'edit_stage',
+           'run_command', 'run_demo', 'out_of_memory_error', 'machine_error', 'run_batch', 'build_parser',
+           'format_summary', 'main']
 
 # %% ../nbs/17_cli.ipynb #67ed8d65
 STAGES = ("protocol", "masks", "inversion", "edit")

@@ -23,8 +23,8 @@ from .video_io import Clip, ResizePolicy, folder_frames, frame_files, mp4_stream
 from .video_io import select_frames, to_uint8_frames, video_frames
 
 # %% auto #0
-__all__ = ['PlateBox', 'plate_box', 'feather_width', 'plate_matte', 'plate_element', 'composite_over', 'Plate',
-           'open_plate', 'plate_frame_index', 'CompositeOutputs', 'write_composite']
+__all__ = ['PlateBox', 'plate_box', 'feather_width', 'plate_matte', 'plate_element', 'composite_over', 'Plate', 'open_plate',
+           'plate_frame_index', 'CompositeOutputs', 'write_composite']
 
 # %% ../nbs/13_composite.ipynb #159482c6
 _EPS = 1e-6  # box edges are ratios of whole numbers; this absorbs their float rounding

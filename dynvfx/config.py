@@ -17,11 +17,11 @@ from .core import DynVFXError, atomic_write_text, data_dir
 if TYPE_CHECKING: from dynvfx.video_io import Clip  # for annotations only: the lessons' clip
 
 # %% auto #0
-__all__ = ['PROTOCOL_FILE', 'NEAR_EXACT_PRESET', 'PRESETS', 'Section', 'ModelSettings', 'VideoSettings',
-           'CompositeSettings', 'InversionSettings', 'SamplingSettings', 'AnchorSettings', 'RefinementSettings',
-           'MaskSettings', 'SegmentationSettings', 'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config',
-           'load_config', 'read_yaml', 'config_dict', 'save_config', 'apply_overrides', 'preset_overrides',
-           'apply_preset', 'demo_config', 'LessonSettings']
+__all__ = ['PROTOCOL_FILE', 'NEAR_EXACT_PRESET', 'PRESETS', 'Section', 'ModelSettings', 'VideoSettings', 'CompositeSettings',
+           'InversionSettings', 'SamplingSettings', 'AnchorSettings', 'RefinementSettings', 'MaskSettings',
+           'SegmentationSettings', 'AssistantSettings', 'DynVFXConfig', 'config_error', 'parse_config', 'load_config',
+           'read_yaml', 'config_dict', 'save_config', 'apply_overrides', 'preset_overrides', 'apply_preset',
+           'demo_config', 'LessonSettings']
 
 # %% ../nbs/02_config.ipynb #145f74bd
 class Section(BaseModel):

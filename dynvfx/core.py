@@ -22,8 +22,8 @@ try: import fcntl  # POSIX; folder locks are not taken where it is missing (Wind
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['PARTIAL_MARK', 'LOCK_FILE', 'MAX_OBJECT_NAME', 'DynVFXError', 'machine_fault', 'partial_path',
-           'is_partial', 'atomic_write', 'atomic_write_text', 'remove_partials', 'folder_lock', 'object_name_problem',
+__all__ = ['PARTIAL_MARK', 'LOCK_FILE', 'MAX_OBJECT_NAME', 'DynVFXError', 'machine_fault', 'partial_path', 'is_partial',
+           'atomic_write', 'atomic_write_text', 'remove_partials', 'folder_lock', 'object_name_problem',
            'repair_object_name', 'safe_object_name', 'use_bundled_ffmpeg', 'data_dir']
 
 # %% ../nbs/00_core.ipynb #7a8383cc

@@ -22,10 +22,10 @@ from .core import DynVFXError, atomic_write, atomic_write_text, folder_lock, rem
 if TYPE_CHECKING: from diffusers import SchedulerMixin  # for annotations only, quoted: imports stay cheap
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'SETTING_NAMES', 'MANIFEST_FILE', 'CLEAN_FILE', 'ddim_step', 'inversion_timesteps',
-           'InversionError', 'ddim_inversion_step', 'clip_hash', 'library_versions', 'CacheInputs', 'FileCheck',
-           'ReferenceManifest', 'cache_inputs', 'check_cache_inputs', 'timestep_file', 'save_latents',
-           'write_manifest', 'ReferenceLatents', 'open_reference_latents', 'open_cache', 'invert_clip']
+__all__ = ['CACHE_FORMAT', 'SETTING_NAMES', 'MANIFEST_FILE', 'CLEAN_FILE', 'ddim_step', 'inversion_timesteps', 'InversionError',
+           'ddim_inversion_step', 'clip_hash', 'library_versions', 'CacheInputs', 'FileCheck', 'ReferenceManifest',
+           'cache_inputs', 'check_cache_inputs', 'timestep_file', 'save_latents', 'write_manifest', 'ReferenceLatents',
+           'open_reference_latents', 'open_cache', 'invert_clip']
 
 # %% ../nbs/04_inversion.ipynb #db08613e
 def ddim_step(latents: torch.Tensor,  # x_t, at signal level alpha_from

@@ -21,10 +21,10 @@ from .video_io import read_frames_folder, write_frames, write_mp4
 _logger = logging.getLogger("dynvfx.masks")
 
 # %% auto #0
-__all__ = ['ElementShape', 'PALETTE', 'structuring_element', 'dilate', 'erode', 'open_masks', 'clean_mask',
-           'latent_frame_groups', 'latent_coverage', 'latent_mask_by_area', 'split_in_two',
-           'latent_mask_by_clustering', 'latent_mask', 'token_mask', 'sample_anchor_tokens', 'anchor_token_indices',
-           'is_empty', 'union_masks', 'check_anchor_masks', 'overlay_masks', 'save_masks', 'load_masks']
+__all__ = ['ElementShape', 'PALETTE', 'structuring_element', 'dilate', 'erode', 'open_masks', 'clean_mask', 'latent_frame_groups',
+           'latent_coverage', 'latent_mask_by_area', 'split_in_two', 'latent_mask_by_clustering', 'latent_mask',
+           'token_mask', 'sample_anchor_tokens', 'anchor_token_indices', 'is_empty', 'union_masks',
+           'check_anchor_masks', 'overlay_masks', 'save_masks', 'load_masks']
 
 # %% ../nbs/05_masks.ipynb #35d72a3e
 ElementShape = Literal["square", "disc"]

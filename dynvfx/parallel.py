@@ -26,8 +26,8 @@ from .pipeline import DynVFXPipeline, RunLog
 from .segmentation import Segmenter
 
 # %% auto #0
-__all__ = ['PROCESS_GROUP_TIMEOUT', 'TorchrunEnv', 'torchrun_env', 'rank_settings', 'join_process_group',
-           'ProcessLayout', 'process_layout', 'BranchSplit', 'start_branch_split', 'PassOrder', 'BranchSplitPipeline',
+__all__ = ['PROCESS_GROUP_TIMEOUT', 'TorchrunEnv', 'torchrun_env', 'rank_settings', 'join_process_group', 'ProcessLayout',
+           'process_layout', 'BranchSplit', 'start_branch_split', 'PassOrder', 'BranchSplitPipeline',
            'VideoTokenShares', 'tokens_to_heads', 'heads_to_tokens', 'gather_heads', 'ContextParallelAnchorProcessor',
            'shard_video_tokens', 'install_context_parallel_processors', 'context_parallel', 'ContextParallelRun',
            'start_context_parallel', 'ContextParallelCogVideoX']

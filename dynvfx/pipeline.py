@@ -38,9 +38,9 @@ from .windows import (
 logger = logging.getLogger("dynvfx")
 
 # %% auto #0
-__all__ = ['logger', 'PASS_TENSORS', 'EditSchedule', 'RunLog', 'plan_windows', 'check_inputs', 'EditResult',
-           'DynVFXPipeline', 'edit_fingerprint', 'window_fingerprints', 'DamagedPass', 'pass_digest', 'read_pass',
-           'PassStore', 'resume_windows', 'invert_windows', 'write_outputs']
+__all__ = ['logger', 'PASS_TENSORS', 'EditSchedule', 'RunLog', 'plan_windows', 'check_inputs', 'EditResult', 'DynVFXPipeline',
+           'edit_fingerprint', 'window_fingerprints', 'DamagedPass', 'pass_digest', 'read_pass', 'PassStore',
+           'resume_windows', 'invert_windows', 'write_outputs']
 
 # %% ../nbs/14_pipeline.ipynb #fa92470a
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from .masks import load_masks
 from .video_io import key_frame_indices, to_uint8_frames
 
 # %% auto #0
-__all__ = ['SAM3_MEAN_STD', 'Segmenter', 'ColourKeySegmenter', 'FolderMaskSegmenter', 'Sam3TorchProcessor',
-           'load_sam3_processor', 'prompt_masks', 'greedy_nms', 'connected_components', 'LocalCvUtils',
-           'install_local_cv_utils', 'Sam3VideoSegmenter', 'tiny_sam3_video', 'make_segmenter']
+__all__ = ['SAM3_MEAN_STD', 'Segmenter', 'ColourKeySegmenter', 'FolderMaskSegmenter', 'Sam3TorchProcessor', 'load_sam3_processor',
+           'prompt_masks', 'greedy_nms', 'connected_components', 'LocalCvUtils', 'install_local_cv_utils',
+           'Sam3VideoSegmenter', 'tiny_sam3_video', 'make_segmenter']
 
 # %% ../nbs/06_segmentation.ipynb #3a98a535
 @runtime_checkable

@@ -22,16 +22,15 @@ from .core import DynVFXError, atomic_write, data_dir, safe_object_name
 from .video_io import write_frames
 
 # %% auto #0
-__all__ = ['OBJECT_COLOURS', 'BACKGROUND_COLOURS', 'SHAPES', 'SIZES', 'MOTIONS', 'TEXTURES', 'PANS',
-           'TEXTURE_AMPLITUDE', 'COLOUR_KEY_TOLERANCE', 'BOX_ASPECT', 'TOY_CLIP', 'TOY_TEXT_LENGTH', 'TOY_WORDS',
-           'SAMPLE_SCENE', 'TOY_MODELS', 'EVAL_SEED', 'VALIDATION_SEED', 'VAE_EVAL_SEED', 'object_phrase',
-           'scene_caption', 'SceneBatch', 'scene_objects', 'scene_captions', 'object_names', 'camera_velocity',
-           'frame_velocity', 'is_heldout', 'sample_scenes', 'RenderedScenes', 'render_scenes', 'colour_key_masks',
-           'show_scenes', 'ToyObject', 'make_scene', 'write_scene', 'edit_instruction', 'add_object', 'largest_blobs',
-           'palette_index', 'colour_masks', 'shape_scores', 'motion_direction', 'expected_direction', 'Detection',
-           'detect_objects', 'caption_adherence', 'toy_pipeline', 'toy_model_path', 'load_toy_model',
-           'latent_normalisation', 'encode_clips', 'decode_clips', 'generate_clips', 'clip_psnr', 'vae_psnr',
-           'evaluate_toy_model']
+__all__ = ['OBJECT_COLOURS', 'BACKGROUND_COLOURS', 'SHAPES', 'SIZES', 'MOTIONS', 'TEXTURES', 'PANS', 'TEXTURE_AMPLITUDE',
+           'COLOUR_KEY_TOLERANCE', 'BOX_ASPECT', 'TOY_CLIP', 'TOY_TEXT_LENGTH', 'TOY_WORDS', 'SAMPLE_SCENE',
+           'TOY_MODELS', 'EVAL_SEED', 'VALIDATION_SEED', 'VAE_EVAL_SEED', 'object_phrase', 'scene_caption',
+           'SceneBatch', 'scene_objects', 'scene_captions', 'object_names', 'camera_velocity', 'frame_velocity',
+           'is_heldout', 'sample_scenes', 'RenderedScenes', 'render_scenes', 'colour_key_masks', 'show_scenes',
+           'ToyObject', 'make_scene', 'write_scene', 'edit_instruction', 'add_object', 'largest_blobs', 'palette_index',
+           'colour_masks', 'shape_scores', 'motion_direction', 'expected_direction', 'Detection', 'detect_objects',
+           'caption_adherence', 'toy_pipeline', 'toy_model_path', 'load_toy_model', 'latent_normalisation',
+           'encode_clips', 'decode_clips', 'generate_clips', 'clip_psnr', 'vae_psnr', 'evaluate_toy_model']
 
 # %% ../nbs/12_toy_world.ipynb #39f96ac5
 OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {

@@ -3,7 +3,7 @@ tools/, tests/ and the notebooks' code cells. Run `python -m tools.lint` to see 
 import json
 from textwrap import TextWrapper
 
-from tools import export, lint
+from tools import lint
 
 LONG = "x = '" + "a" * 120 + "'\n"  # a line of 126 characters
 
@@ -31,7 +31,7 @@ def _repository(root, module: str, tool: str, notebook_cells: list[str]):
     (root / "nbs" / "_scratch.ipynb").write_text(json.dumps(dict(notebook, cells=cells[-1:])))
 
 
-def test_finds_long_lines_and_unused_imports_and_nbdevs_unwrapped_all(tmp_path):
+def test_finds_long_lines_and_unused_imports_but_not_what_nbdev_writes(tmp_path):
     wrapper = TextWrapper(width=120, subsequent_indent=" " * 11, break_long_words=False)  # as nbdev's maker.py
     names = [f"exported_name_{i:02d}" for i in range(12)]
     nbdev_all = "__all__ = " + "\n".join(wrapper.wrap(str(names))) + "\n"
@@ -41,27 +41,9 @@ def test_finds_long_lines_and_unused_imports_and_nbdevs_unwrapped_all(tmp_path):
     long_row = module.splitlines().index(LONG.strip()) + 1
     _repository(tmp_path, module, tool="import os\n", notebook_cells=["import os", "short = 1\n" + LONG])
     found = {(f.path, f.cell, f.row, f.code) for f in lint.findings(tmp_path)}
-    assert found == {("dynvfx/mod.py", None, 2, "E501"),  # nbdev's own __all__ (tools.export rewraps it)
-                     ("dynvfx/mod.py", None, long_row, "E501"),  # the long line; not the one-line `if`
+    assert found == {("dynvfx/mod.py", None, long_row, "E501"),  # the long line; not __all__, not the one-line `if`
                      ("tools/tool.py", None, 1, "F401"),  # unused import in tools/
                      ("nbs/01_x.ipynb", 2, 2, "E501")}  # in a notebook: E501 only; scratch notebooks stay out
-    (tmp_path / "dynvfx" / "mod.py").write_text(export.wrap_all(module))
-    rewrapped = {(f.path, f.row) for f in lint.findings(tmp_path) if f.path == "dynvfx/mod.py"}
-    assert rewrapped == {("dynvfx/mod.py", long_row)}  # only the long line: __all__ is within 119 now
-
-
-def test_export_wraps_all_within_the_line_length():
-    names = [f"exported_name_{i:02d}" for i in range(40)]  # nbdev's first line: 130 characters
-    nbdev_all = "__all__ = " + "\n".join(TextWrapper(width=120, subsequent_indent=" " * 11,
-                                                       break_long_words=False).wrap(str(names)))
-    module = "x = 1\n" + nbdev_all + "\ny = 2\n"
-    wrapped = export.wrap_all(module)
-    block = wrapped.split("\n")[1:-2]
-    assert max(map(len, block)) <= export.LINE_LENGTH < max(map(len, nbdev_all.splitlines()))
-    assert wrapped.startswith("x = 1\n__all__ = [") and wrapped.endswith("\ny = 2\n")
-    namespace = {}
-    exec(wrapped, namespace)
-    assert namespace["__all__"] == names and export.wrap_all(wrapped) == wrapped  # the same names; idempotent
 
 
 def test_a_clean_repository_passes(tmp_path):

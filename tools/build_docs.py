@@ -81,9 +81,9 @@ def cell_directives(source: str) -> dict[str, list[str]]:
 
 
 def runs(cell, flags: set[str]) -> bool:
-    "Whether a cell is executed: code, not the export call (`tools.export`), not `#| eval: false`, no skipped flag."
+    "Whether a cell is executed: code, not the export call, not `#| eval: false`, and no skipped test flag."
     if cell.cell_type != "code" or not cell.source.strip(): return False
-    if "tools.export" in cell.source: return False
+    if "nbdev_export(" in cell.source: return False
     directives = cell_directives(cell.source)
     if directives.get("eval:", [""])[0].lower() == "false": return False
     return not (flags & directives.keys())
