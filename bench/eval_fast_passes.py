@@ -74,7 +74,8 @@ def overrides_for(case: dict, candidate: dict, seed_base: int, smoke: dict) -> d
 
 def schedule_of(backbone, candidate: dict, smoke: dict) -> dict:
     "A candidate's denoising steps, steps with the source branch, one-sample forwards (2 a step, 3 with it), passes."
-    config = edit_config(edit_cases(1)[0], overrides_for(edit_cases(1)[0], candidate, SEED_BASES[0], smoke))
+    case = edit_cases(1)[0]
+    config = edit_config(case, overrides_for(case, candidate, SEED_BASES[0], smoke))
     schedule = EditSchedule.from_config(config, backbone.new_scheduler(), backbone.model_timestep)
     return dict(steps=schedule.steps, source_steps=schedule.source_steps,
                 one_sample_forwards=2 * schedule.steps + schedule.source_steps, passes=len(schedule.pass_starts))
